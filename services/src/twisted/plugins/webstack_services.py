@@ -1,0 +1,20 @@
+"""
+twistd plugins for the webstack services: C{twistd -n webstack-<name>}.
+
+This file lives in C{twisted/plugins/} so that twistd finds it; it names each
+service's module without importing it.
+"""
+
+from webstack.runtime.plugin import WebServiceMaker
+
+front = WebServiceMaker(
+    "webstack-front",
+    "webstack.front.app",
+    "The front: a streaming reverse proxy that routes to every demo service.",
+)
+delayed = WebServiceMaker(
+    "webstack-async",
+    "webstack.delayed.app",
+    "Asynchronous, Deferred-based, interrupted and logged delayed responses"
+    " (Twisted Web in 60 seconds, seeds 000-003).",
+)

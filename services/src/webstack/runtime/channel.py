@@ -1,0 +1,222 @@
+# -*- test-case-name: webstack.tests.test_channel -*-
+"""
+An L{HTTPChannel} that a slow or greedy client cannot hold open or fill up.
+
+Stock Twisted resets its idle timeout on every byte, so a client that sends
+one header byte every 20 seconds keeps a connection forever (slowloris), and
+it answers an oversized head with a bare C{400}.  This channel adds:
+
+  - a deadline for the whole request head, started by its first byte
+    (C{408} when it passes);
+  - a deadline for the whole request body, started when the head is complete
+    (C{408});
+  - C{431} for a head larger than C{totalHeadersSize} or with more than
+    C{maxHeaders} fields, instead of a bare C{400};
+  - C{413} for a body larger than C{maxBodyBytes}: at once from its
+    C{Content-Length}, or as soon as a chunked body grows past the limit.
+
+Each refusal is a small C{text/plain} response with C{Connection: close},
+reported to the factory's C{requestRefused} (for metrics and the log), and the
+connection is closed, then aborted if the peer does not read.
+"""
+
+from __future__ import annotations
+
+from twisted.web import http
+
+_REASON_PHRASES = {
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class LimitedHTTPChannel(http.HTTPChannel):
+    """
+    @ivar headTimeout: seconds from the first byte of a request's head to its
+        last, or L{None} for no limit.
+    @ivar bodyTimeout: seconds from the end of a request's head to the end of
+        its body, or L{None} for no limit.
+    @ivar maxBodyBytes: the largest request body accepted, in bytes.
+    @ivar closeAfterResponse: set while the server drains: the response in
+        progress says C{Connection: close} and the connection then closes.
+    """
+
+    headTimeout: float | None = 10.0
+    bodyTimeout: float | None = 60.0
+    maxBodyBytes: int = 1 << 20
+    closeAfterResponse = False
+
+    _phase = "head"  # "head" -> "body" -> "handling" -> "head" ...
+    _deadline = None
+    _refused = False
+    _bodyBytes = 0
+
+    def connectionMade(self):
+        super().connectionMade()
+        opened = getattr(self.factory, "channelOpened", None)
+        if opened is not None:
+            opened(self)
+
+    def connectionLost(self, reason):
+        self._cancelDeadline()
+        super().connectionLost(reason)
+        closed = getattr(self.factory, "channelClosed", None)
+        if closed is not None:
+            closed(self)
+
+    # The request head.
+
+    def dataReceived(self, data):
+        if self._phase == "head" and self._deadline is None and not self._refused:
+            self._startDeadline(self.headTimeout, "head_timeout")
+        super().dataReceived(data)
+
+    def lineReceived(self, line):
+        if self._refused:
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._headTooLarge()
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line):
+        self._headTooLarge()
+
+    def headerReceived(self, line):
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self.refuse(
+                431,
+                "header_too_large",
+                f"request has more than {self.maxHeaders} header fields",
+            )
+            return False
+        return super().headerReceived(line)
+
+    def _headTooLarge(self):
+        self.refuse(
+            431,
+            "header_too_large",
+            f"request head is larger than {self.totalHeadersSize} bytes",
+        )
+
+    def allHeadersReceived(self):
+        self._cancelDeadline()
+        if self.length is not None and self.length > self.maxBodyBytes:
+            self._bodyTooLarge()
+            return
+        super().allHeadersReceived()
+        decoder = self._transferDecoder
+        if self.length != 0 and decoder is not None:
+            self._phase = "body"
+            self._bodyBytes = 0
+            decoder.dataCallback = self._countBody(decoder.dataCallback)
+            self._startDeadline(self.bodyTimeout, "body_timeout")
+
+    # The request body.
+
+    def _countBody(self, deliver):
+        """
+        Wrap the body decoder's output so a chunked body is refused as soon as
+        it grows past C{maxBodyBytes}, before it is all spooled to disk.
+        """
+
+        def counted(data):
+            if self._refused:
+                return
+            self._bodyBytes += len(data)
+            if self._bodyBytes > self.maxBodyBytes:
+                self._bodyTooLarge()
+                return
+            deliver(data)
+
+        return counted
+
+    def _bodyTooLarge(self):
+        self.refuse(
+            413,
+            "body_too_large",
+            f"request body is larger than {self.maxBodyBytes} bytes",
+        )
+
+    def rawDataReceived(self, data):
+        if self._refused:
+            return
+        super().rawDataReceived(data)
+
+    def allContentReceived(self):
+        if self._refused:
+            return
+        self._cancelDeadline()
+        self._phase = "handling"
+        super().allContentReceived()
+
+    def checkPersistence(self, request, version):
+        if self.closeAfterResponse:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
+    def closeWhenIdle(self) -> None:
+        """
+        Close now if no request is in progress; otherwise let the current
+        one finish, with C{Connection: close}, and close then.
+        """
+        self.closeAfterResponse = True
+        if not self.requests:
+            self.loseConnection()
+            return
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+    def requestDone(self, request):
+        self._phase = "head"
+        super().requestDone(request)
+
+    # Deadlines and refusals.
+
+    def _startDeadline(self, seconds, reason):
+        self._cancelDeadline()
+        if seconds:
+            self._deadline = self.callLater(seconds, self._deadlinePassed, reason)
+
+    def _cancelDeadline(self):
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _deadlinePassed(self, reason):
+        self._deadline = None
+        part, limit = (
+            ("head", self.headTimeout)
+            if reason == "head_timeout"
+            else ("body", self.bodyTimeout)
+        )
+        self.refuse(408, reason, f"request {part} not received within {limit:g} s")
+
+    def refuse(self, status: int, reason: str, message: str) -> None:
+        """
+        Answer C{status} with C{message} and close the connection.  Only the
+        first refusal on a connection is sent.
+        """
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        self._cancelDeadline()
+        body = message.encode("utf-8") + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s"
+            % (status, _REASON_PHRASES[status], len(body), body)
+        )
+        refused = getattr(self.factory, "requestRefused", None)
+        if refused is not None:
+            refused(self, status, reason, message)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()

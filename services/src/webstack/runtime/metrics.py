@@ -1,0 +1,87 @@
+# -*- test-case-name: webstack.tests.test_site -*-
+"""
+Prometheus metrics every service exposes at C{/metrics}.
+
+Each service has its own L{CollectorRegistry} (not prometheus_client's global
+one), so tests can build several services in one process and read each one's
+figures alone.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.resource import Resource
+
+# Request latencies from a cached file to a 60-second delayed response.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+
+ABORTED_STATUS = "499"
+"""
+The status label of a request whose client went away before its response was
+complete (nginx's convention; no such status is ever sent).
+"""
+
+
+class HTTPMetrics:
+    """
+    The request metrics of one service, labelled by route (a bounded set of
+    path prefixes, see L{webstack.runtime.site.RouteLabeler}).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by route, method and status"
+            " (499: the client went away first).",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from a request's head being parsed to its response being"
+            " finished or abandoned, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inFlight = Gauge(
+            "http_requests_in_flight",
+            "Requests received whose response is not finished yet.",
+            registry=registry,
+        )
+        self.refused = Counter(
+            "http_requests_refused_total",
+            "Requests refused before reaching a resource, by reason"
+            " (head_timeout, body_timeout, header_too_large, body_too_large).",
+            ["reason"],
+            registry=registry,
+        )
+        self.openConnections = Gauge(
+            "http_open_connections",
+            "Client connections currently open.",
+            registry=registry,
+        )
+
+
+class MetricsResource(Resource):
+    """
+    The Prometheus text exposition of a registry.  Rendering is cheap and
+    synchronous, so it runs on the reactor thread (prometheus_client's own
+    Twisted resource needlessly goes through WSGI and a thread pool).
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self._registry)

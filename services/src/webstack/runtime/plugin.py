@@ -1,0 +1,222 @@
+# -*- test-case-name: webstack.tests.test_service -*-
+"""
+Turning a service module into a twistd plugin (C{twistd -n webstack-async}).
+
+A service module provides:
+
+  - C{SECTION}: its table in C{stack.toml} (C{"async"}, C{"front"}, ...);
+  - C{Settings}: a frozen dataclass of its own settings (see L{setting});
+  - C{makeApp(context: AppContext) -> App}: its resources and helpers;
+  - optionally C{loadSettings(document, environ) -> Settings}, when its table
+    holds sub-tables (the front's routes).
+
+The runtime does everything else the same way for every service: settings and
+their errors, the site and its limits, health, metrics, logging, draining.
+The plugin file imports only this module, and the service module is imported
+by name when the service is made, so C{twistd --help} stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.application.service import IService, IServiceMaker
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from twisted.python.reflect import namedAny
+from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
+
+from .config import ConfigError, Layer, buildSettings, configPath, readConfig, table
+from .health import Health, LivenessResource, ReadinessResource
+from .metrics import HTTPMetrics, MetricsResource
+from .service import RuntimeSettings, WebService, listeningEndpoint
+from .site import RouteLabeler, WebSite
+
+
+@dataclass
+class AppContext:
+    """
+    What a service's C{makeApp} is given.
+    """
+
+    name: str
+    reactor: Any
+    runtime: RuntimeSettings
+    settings: Any
+    registry: CollectorRegistry
+    health: Health
+
+    def opsResources(self) -> dict[bytes, Resource]:
+        """
+        C{healthz}, C{readyz} and C{metrics}, for the service to mount.
+        """
+        return {
+            b"healthz": LivenessResource(),
+            b"readyz": ReadinessResource(self.health),
+            b"metrics": MetricsResource(self.registry),
+        }
+
+
+@dataclass
+class App:
+    """
+    What a service's C{makeApp} returns.
+
+    @ivar resource: the root of its resource tree.
+    @ivar routes: the path prefixes its metrics are labelled by.
+    @ivar children: services started and stopped with it (timers, pools).
+    @ivar stopHooks: called after the drain, last to first is not implied:
+        in order; each may return a Deferred.
+    """
+
+    resource: IResource
+    routes: Sequence[str]
+    children: Sequence[IService] = ()
+    stopHooks: Sequence[Callable[[], Any]] = field(default_factory=list)
+
+
+def _fieldNames(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def loadServiceSettings(
+    module, document: Mapping[str, Any], environ: Mapping[str, str], source: str
+) -> tuple[RuntimeSettings, Any]:
+    """
+    Read a service's runtime settings and its own settings from C{document}.
+
+    @raise ConfigError: naming the first bad key.
+    """
+    section = module.SECTION
+    own = module.Settings
+    subtables = set(getattr(module, "SUBTABLES", ()))
+    runtime = buildSettings(
+        RuntimeSettings,
+        [
+            Layer(("runtime",), table(document, "runtime"), source),
+            Layer((section,), table(document, section), source),
+        ],
+        environ,
+        foreignKeys=_fieldNames(own) | subtables,
+    )
+    loader = getattr(module, "loadSettings", None)
+    if loader is not None:
+        settings = loader(document, environ, source)
+    else:
+        settings = buildSettings(
+            own,
+            [Layer((section,), table(document, section), source)],
+            environ,
+            foreignKeys=_fieldNames(RuntimeSettings) | subtables,
+        )
+    return runtime, settings
+
+
+def buildService(
+    module, runtime: RuntimeSettings, settings: Any, reactor
+) -> WebService:
+    """
+    Assemble the running service: app, site, endpoint, drain.
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    health = Health()
+    context = AppContext(
+        name=module.SECTION,
+        reactor=reactor,
+        runtime=runtime,
+        settings=settings,
+        registry=registry,
+        health=health,
+    )
+    app = module.makeApp(context)
+    site = WebSite(
+        app.resource,
+        reactor=reactor,
+        metrics=HTTPMetrics(registry),
+        routeLabeler=RouteLabeler(app.routes),
+        idleTimeout=runtime.idle_timeout,
+        headTimeout=runtime.head_timeout,
+        bodyTimeout=runtime.body_timeout,
+        maxHeaderBytes=runtime.max_header_bytes,
+        maxHeaders=runtime.max_headers,
+        maxBodyBytes=runtime.max_body_bytes,
+    )
+    return WebService(
+        name=f"webstack-{module.SECTION}",
+        reactor=reactor,
+        endpoint=listeningEndpoint(reactor, runtime.listen, runtime.backlog),
+        site=site,
+        health=health,
+        drainTimeout=runtime.drain_timeout,
+        children=app.children,
+        stopHooks=app.stopHooks,
+    )
+
+
+class ServiceOptions(usage.Options):
+    """
+    Options of every C{webstack-*} plugin.  Settings are read and checked
+    here, so a bad value stops twistd before anything starts, with one line
+    on standard error and exit status 2.
+    """
+
+    optParameters = [
+        [
+            "config",
+            "c",
+            None,
+            "The stack's TOML file (default: $WEBSTACK_CONFIG, else"
+            " config/stack.toml).",
+        ],
+    ]
+
+    def __init__(self, moduleName: str, tapname: str) -> None:
+        super().__init__()
+        self.moduleName = moduleName
+        self.tapname = tapname
+
+    def postOptions(self) -> None:
+        environ = os.environ
+        path = self["config"] or configPath(environ)
+        try:
+            module = namedAny(self.moduleName)
+            document = readConfig(path)
+            self.runtime, self.settings = loadServiceSettings(
+                module, document, environ, path
+            )
+            self.module = module
+            # Check the listen description now too, not at start-up.
+            from twisted.internet import reactor
+
+            listeningEndpoint(reactor, self.runtime.listen, self.runtime.backlog)
+        except ConfigError as e:
+            sys.stderr.write(f"{self.tapname}: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(2)
+
+
+@implementer(IServiceMaker, IPlugin)
+class WebServiceMaker:
+    """
+    The twistd plugin of one service, importing its module only when used.
+    """
+
+    def __init__(self, tapname: str, moduleName: str, description: str) -> None:
+        self.tapname = tapname
+        self.moduleName = moduleName
+        self.description = description
+
+    def options(self) -> ServiceOptions:
+        return ServiceOptions(self.moduleName, self.tapname)
+
+    def makeService(self, options: ServiceOptions) -> WebService:
+        from twisted.internet import reactor
+
+        return buildService(options.module, options.runtime, options.settings, reactor)
