@@ -207,7 +207,12 @@ def buildSettings(
     environ = os.environ if environ is None else environ
     layers = list(layers)
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    # Only fields declared with setting() are read; others keep their default.
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if "minimum" in f.metadata
+    }
     allowed = set(fields) | set(foreignKeys)
 
     for layer in layers:

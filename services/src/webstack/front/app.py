@@ -1,0 +1,157 @@
+# -*- test-case-name: webstack.tests.test_front_integration -*-
+"""
+The front (C{twistd -n webstack-front}): the landing page at C{/}, its own
+C{/-/healthz}, C{/-/readyz} and C{/-/metrics}, and every configured route
+proxied to its service's replicas.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import DeferredList
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+
+from webstack.runtime.errors import errorBody
+from webstack.runtime.plugin import App, AppContext
+
+from .landing import LandingPage
+from .metrics import ProxyMetrics, ReplicaCollector
+from .probe import probeAll
+from .proxy import RouteProxy
+from .settings import SECTION, SUBTABLES, Settings, loadSettings
+from .upstreams import ReplicaSet
+
+__all__ = ["SECTION", "SUBTABLES", "Settings", "loadSettings", "makeApp"]
+
+PROBE_TIMEOUT = 2.0
+
+
+def unsafePath(path: bytes) -> bool:
+    """
+    Whether C{path} has a dot segment (C{.} or C{..}, raw, percent-encoded or
+    double-encoded), a backslash or a NUL byte.  Such paths never reach a
+    service: each service guards its own root as well, but the front refuses
+    them first, so no route can be left through another's prefix.
+    """
+    for candidate in (path, unquote_to_bytes(path), unquote_to_bytes(unquote_to_bytes(path))):
+        if b"\\" in candidate or b"\x00" in candidate:
+            return True
+        if any(segment in (b".", b"..") for segment in candidate.split(b"/")):
+            return True
+    return False
+
+
+class FrontRoot(Resource):
+    """
+    Dispatch on the whole path: a route's prefix (longest first), C{/-/}
+    for the front's own endpoints, C{/} for the landing page.
+    """
+
+    def __init__(self, proxies: list[tuple[bytes, RouteProxy]], landing, ops) -> None:
+        super().__init__()
+        self._proxies = sorted(proxies, key=lambda pair: len(pair[0]), reverse=True)
+        self._landing = landing
+        self._ops = ops
+
+    def getChildWithDefault(self, name, request):
+        path = request.path
+        if unsafePath(path):
+            return _Refusal(400, "The path has a dot segment, a backslash or a NUL byte.")
+        for prefix, proxy in self._proxies:
+            if path.startswith(prefix) or path == prefix[:-1]:
+                return proxy
+        if name == b"-":
+            return self._ops
+        if path == b"/":
+            return self._landing
+        return _Refusal(404, "No demo is served at this path; the demos are listed at /.")
+
+
+class _Refusal(Resource):
+    isLeaf = True
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__()
+        self._status = status
+        self._detail = detail
+
+    def render(self, request):
+        return errorBody(request, self._status, self._detail)
+
+
+def makeApp(context: AppContext) -> App:
+    settings: Settings = context.settings
+    reactor = context.reactor
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = settings.pool_max_per_host
+    pool.cachedConnectionTimeout = settings.pool_idle_timeout
+    agent = Agent(reactor, connectTimeout=settings.connect_timeout, pool=pool)
+
+    replicaSets = {
+        route.name: ReplicaSet(
+            route.name, route.targets(), reactor, settings.eject_seconds
+        )
+        for route in settings.routes
+    }
+    metrics = ProxyMetrics(context.registry)
+    context.registry.register(ReplicaCollector(replicaSets))
+
+    proxies = [
+        (
+            route.prefix.encode("ascii"),
+            RouteProxy(
+                route,
+                replicaSets[route.name],
+                agent=agent,
+                reactor=reactor,
+                metrics=metrics,
+                trustForwarded=settings.trust_forwarded,
+            ),
+        )
+        for route in settings.routes
+    ]
+    ops = Resource()
+    for name, resource in context.opsResources().items():
+        ops.putChild(name, resource)
+
+    def upstreamsKnown():
+        missing = [
+            name
+            for name, replicaSet in replicaSets.items()
+            if replicaSet.configured and not replicaSet.replicas
+        ]
+        if missing:
+            return False, f"no replica resolved for: {', '.join(missing)}"
+        return True, f"{len(replicaSets)} route(s)"
+
+    context.health.addCheck("upstreams", upstreamsKnown)
+
+    def refreshAll():
+        return DeferredList([s.refresh() for s in replicaSets.values()], consumeErrors=True)
+
+    def closePool():
+        d = pool.closeCachedConnections()
+        # closeCachedConnections can hang on a dead peer (twisted#7738).
+        d.addTimeout(2.0, reactor)
+        return d.addErrback(lambda _: None)
+
+    return App(
+        resource=FrontRoot(proxies, LandingPage(settings.routes, replicaSets), ops),
+        routes=[r.prefix for r in settings.routes] + ["/-/"],
+        children=[
+            TimerService(settings.resolve_interval, refreshAll),
+            TimerService(
+                settings.health_interval,
+                probeAll,
+                agent,
+                reactor,
+                replicaSets,
+                PROBE_TIMEOUT,
+            ),
+        ],
+        stopHooks=[closePool],
+    )

@@ -1,0 +1,70 @@
+"""
+What the landing page says about each demo: its title, the seeds it grows
+from (C{../shared/seeds}), and a few links to try.  Routes themselves come
+from the configuration; a route this catalog does not know is still listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Demo:
+    title: str
+    seeds: tuple[str, ...]
+    examples: tuple[tuple[str, str], ...] = field(default=())
+    note: str = ""
+
+
+DEMOS: dict[str, Demo] = {
+    "async": Demo(
+        "Asynchronous responses",
+        (
+            "001 asynchronous responses (callLater, NOT_DONE_YET)",
+            "003 asynchronous responses via Deferred (deferLater)",
+            "000 interrupted responses (notifyFinish cancels the work)",
+            "002 logging errors (the interruption is logged)",
+        ),
+        (
+            ("/async/delay?seconds=2", "seed 001: answered after 2 s"),
+            ("/async/deferred?seconds=2", "seed 003: the same with deferLater"),
+            (
+                "/async/interruptible?seconds=10",
+                "seed 000: press Esc before 10 s, then see /async/stats",
+            ),
+            ("/async/logged?seconds=10", "seed 002: leave early, read the log"),
+            ("/async/stream?chunks=5&interval=1", "write() over time"),
+            ("/async/stats", "started / completed / cancelled / in flight"),
+        ),
+    ),
+    "static": Demo(
+        "Static files",
+        ("004 static files (twisted.web.static.File), rpy scripts",),
+        (("/static/", "the static site"),),
+    ),
+    "wsgi": Demo(
+        "WSGI",
+        ("004 WSGI (WSGIResource on its own thread pool)",),
+        (("/wsgi/", "the seed's hello application"),),
+    ),
+    "cgi": Demo(
+        "CGI",
+        ("004 CGI (CGIScript, FilteredScript)",),
+        (("/cgi/date-example.sh", "the seed's date script"),),
+    ),
+    "auth": Demo(
+        "HTTP authentication",
+        ("004 HTTP authentication (guard, Basic and Digest, a per-user realm)",),
+        (("/auth/", "alice's or bob's public_html"),),
+    ),
+    "session": Demo(
+        "Sessions",
+        (
+            "004 session basics (getSession, uid, expire)",
+            "004 storing objects in the session (ICounter adapter)",
+            "004 session endings (sessionTimeout, notifyOnExpire)",
+        ),
+        (("/session/", "your session id"),),
+    ),
+}

@@ -1,0 +1,107 @@
+# -*- test-case-name: webstack.tests.test_front_units -*-
+"""
+The landing page at C{/}: every demo, the seeds it shows, links to try, and
+the live state of its replicas (as the front's resolver, ejections and
+C{/readyz} probes see them).  JSON when the client asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from twisted.web.resource import Resource
+
+from webstack.runtime.errors import wantsJSON
+
+from .catalog import DEMOS, Demo
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>webstack</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<style>
+body{{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}}
+h1{{margin-bottom:0}} .sub{{color:#666;margin-top:0}}
+section{{border-top:1px solid #ddd;padding:.6rem 0}} h2{{font-size:1.15rem;margin:.3rem 0}}
+code{{background:#f3f3f3;padding:0 .25em}} .ok{{color:#17773a}} .bad{{color:#b3261e}} .off{{color:#777}}
+ul{{margin:.3rem 0}} small{{color:#666}}
+</style></head><body>
+<h1>webstack</h1>
+<p class="sub">The "Twisted Web in 60 seconds" demos, each its own service, behind a
+streaming Twisted reverse proxy. Front: <a href="/-/healthz">/-/healthz</a>
+<a href="/-/readyz">/-/readyz</a> <a href="/-/metrics">/-/metrics</a></p>
+{sections}
+</body></html>
+"""
+
+
+def _state(status: dict | None, configured: bool) -> tuple[str, str]:
+    if not configured:
+        return "off", "not part of this stack yet (no upstream configured)"
+    assert status is not None
+    total = len(status["replicas"])
+    if total == 0:
+        return "bad", "no replica resolved yet"
+    up = status["available"]
+    return ("ok" if up else "bad"), f"{up} of {total} replica(s) available"
+
+
+class LandingPage(Resource):
+    isLeaf = True
+
+    def __init__(self, routes, replicaSets) -> None:
+        super().__init__()
+        self._routes = routes
+        self._sets = replicaSets
+
+    def describe(self) -> list[dict[str, object]]:
+        demos = []
+        for route in self._routes:
+            demo = DEMOS.get(route.name, Demo(route.name, ()))
+            replicaSet = self._sets[route.name]
+            status = replicaSet.status() if replicaSet.configured else None
+            state, summary = _state(status, replicaSet.configured)
+            demos.append(
+                {
+                    "route": route.name,
+                    "prefix": route.prefix,
+                    "title": demo.title,
+                    "seeds": list(demo.seeds),
+                    "examples": [{"path": p, "what": w} for p, w in demo.examples],
+                    "state": state,
+                    "summary": summary,
+                    "replicas": status["replicas"] if status else [],
+                }
+            )
+        return demos
+
+    def render_GET(self, request):
+        request.setHeader(b"cache-control", b"no-store")
+        demos = self.describe()
+        if wantsJSON(request):
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"demos": demos}, indent=1).encode("utf-8") + b"\n"
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        sections = []
+        for demo in demos:
+            served = demo["state"] != "off"
+            examples = "".join(
+                f'<li><a href="{escape(e["path"])}">{escape(e["path"])}</a>'
+                f' <small>{escape(e["what"])}</small></li>'
+                if served
+                else f'<li><code>{escape(e["path"])}</code></li>'
+                for e in demo["examples"]
+            )
+            seeds = "; ".join(escape(s) for s in demo["seeds"]) or "-"
+            replicas = ", ".join(
+                f'{escape(r["address"])} ({"up" if r["available"] else "down"},'
+                f' {r["in_flight"]} in flight)'
+                for r in demo["replicas"]
+            )
+            sections.append(
+                f'<section><h2>{escape(demo["title"])} <code>{escape(demo["prefix"])}</code></h2>'
+                f'<div class="{demo["state"]}">{escape(demo["summary"])}'
+                f'{" &mdash; " + replicas if replicas else ""}</div>'
+                f"<div><small>seeds: {seeds}</small></div><ul>{examples}</ul></section>"
+            )
+        return _PAGE.format(sections="\n".join(sections)).encode("utf-8")

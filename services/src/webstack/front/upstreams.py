@@ -1,0 +1,204 @@
+# -*- test-case-name: webstack.tests.test_front_units -*-
+"""
+The replicas behind one upstream name, and which one gets the next request.
+
+An upstream is a list of C{host:port} targets.  A target whose host is a name
+is resolved to I{all} its addresses (a compose service scaled to three is one
+name with three addresses), again every C{resolve_interval} seconds, so
+replicas that come and go are picked up without restarting the front.
+
+Balancing sends each request to the available replica with the fewest
+requests in flight (delayed responses make in-flight count, not request rate,
+the load), rotating among equals.  A replica is unavailable while it is
+ejected (it refused a connection: left out for C{eject_seconds}) or while its
+last C{/readyz} probe failed.  When every replica is unavailable, the one
+whose ejection ends first is tried anyway: a route recovers as soon as its
+service does, never later than the front's own timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IResolutionReceiver
+from twisted.logger import Logger
+from zope.interface import implementer
+
+
+class Replica:
+    """
+    One address of an upstream, and what the front knows about it.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.inFlight = 0
+        self.ejectedUntil = 0.0
+        self.probeOK: bool | None = None  # None: not probed yet
+        self.lastError = ""
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def baseURL(self) -> bytes:
+        return b"http://" + self.address.encode("ascii")
+
+    def available(self, now: float) -> bool:
+        return now >= self.ejectedUntil and self.probeOK is not False
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.address} in_flight={self.inFlight}>"
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+        self.done: Deferred[list[str]] = Deferred()
+
+    def resolutionBegan(self, resolution) -> None:
+        pass
+
+    def addressResolved(self, address) -> None:
+        if address.host not in self.hosts:
+            self.hosts.append(address.host)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.hosts)
+
+
+def resolveAll(reactor, host: str, port: int) -> Deferred[list[str]]:
+    """
+    Every address C{host} resolves to (one, if it is an address already).
+    """
+    if isIPAddress(host) or isIPv6Address(host):
+        return succeed([host])
+    receiver = _Addresses()
+    reactor.nameResolver.resolveHostName(receiver, host, port)
+    return receiver.done
+
+
+class ReplicaSet:
+    """
+    The replicas of one upstream, resolved from its targets.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        targets: Iterable[tuple[str, int]],
+        reactor,
+        ejectSeconds: float,
+    ) -> None:
+        self.name = name
+        self.targets = list(targets)
+        self._reactor = reactor
+        self._ejectSeconds = ejectSeconds
+        self.replicas: list[Replica] = []
+        self._turn = 0
+        self.resolved = False
+        if all(isIPAddress(h) or isIPv6Address(h) for h, _ in self.targets):
+            self._update([(h, p) for h, p in self.targets])
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.targets)
+
+    def refresh(self) -> Deferred[None]:
+        """
+        Resolve every target again and update the replicas, keeping what is
+        known of the ones that remain.  A failed lookup keeps the old list.
+        """
+        if not self.targets:
+            return succeed(None)
+        lookups = [resolveAll(self._reactor, h, p) for h, p in self.targets]
+
+        def resolved(results):
+            found = []
+            for (host, port), (ok, hosts) in zip(self.targets, results):
+                if not ok or not hosts:
+                    self.log.warn(
+                        "upstream {upstream}: {host} did not resolve; keeping"
+                        " {count} known replica(s)",
+                        event="resolve_failed",
+                        upstream=self.name,
+                        host=host,
+                        count=len(self.replicas),
+                    )
+                    return
+                found.extend((h, port) for h in hosts)
+            self._update(found)
+
+        return DeferredList(lookups, consumeErrors=True).addCallback(resolved)
+
+    def _update(self, found: list[tuple[str, int]]) -> None:
+        known = {(r.host, r.port): r for r in self.replicas}
+        replicas = [known.get(pair) or Replica(*pair) for pair in dict.fromkeys(found)]
+        if [(r.host, r.port) for r in replicas] != [(r.host, r.port) for r in self.replicas]:
+            self.log.info(
+                "upstream {upstream}: replicas {replicas}",
+                event="replicas",
+                upstream=self.name,
+                replicas=", ".join(r.address for r in replicas) or "none",
+            )
+        self.replicas = replicas
+        self.resolved = True
+
+    def pick(self, exclude: Iterable[Replica] = ()) -> Replica | None:
+        """
+        The replica for the next request, or L{None} if there is none (or
+        none but those in C{exclude}).
+        """
+        excluded = set(map(id, exclude))
+        candidates = [r for r in self.replicas if id(r) not in excluded]
+        if not candidates:
+            return None
+        now = self._reactor.seconds()
+        available = [r for r in candidates if r.available(now)]
+        if not available:
+            return min(candidates, key=lambda r: r.ejectedUntil)
+        self._turn = (self._turn + 1) % len(available)
+        rotated = available[self._turn :] + available[: self._turn]
+        return min(rotated, key=lambda r: r.inFlight)
+
+    def eject(self, replica: Replica, reason: str) -> None:
+        """
+        Leave C{replica} out for C{ejectSeconds}.
+        """
+        replica.ejectedUntil = self._reactor.seconds() + self._ejectSeconds
+        replica.lastError = reason
+        self.log.warn(
+            "upstream {upstream}: replica {replica} ejected for {seconds:g}s: {reason}",
+            event="ejected",
+            upstream=self.name,
+            replica=replica.address,
+            seconds=self._ejectSeconds,
+            reason=reason,
+        )
+
+    def status(self) -> dict[str, object]:
+        """
+        What the landing page and C{/-/readyz} show.
+        """
+        now = self._reactor.seconds()
+        replicas = [
+            {
+                "address": r.address,
+                "available": r.available(now),
+                "in_flight": r.inFlight,
+                "probe": {None: "pending", True: "ok", False: "failed"}[r.probeOK],
+                "ejected_for": round(max(0.0, r.ejectedUntil - now), 1),
+                "last_error": r.lastError or None,
+            }
+            for r in self.replicas
+        ]
+        return {
+            "replicas": replicas,
+            "available": sum(1 for r in replicas if r["available"]),
+        }
