@@ -1,0 +1,268 @@
+"""
+The whole stack as local processes on loopback: C{make run}, and the stack
+the integration tests and benchmarks start.
+
+Each service runs as its own C{twistd -n webstack-NAME} process, exactly as in
+its container.  Backends start first; the front starts once their ports are
+known.  The processes' JSON log lines are passed through, prefixed with the
+service's name.  SIGINT or SIGTERM stops every process with SIGTERM (each one
+drains), waits for them, and exits 0.
+
+With C{--ephemeral}, every service listens on a free port chosen by the
+kernel (C{tcp:0}); the port is read from the service's own "listening" log
+line, so nothing races for a port.
+
+    python -m webstack.localstack [--config PATH] [--ephemeral]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import deque
+from pathlib import Path
+
+BACKENDS = ("async",)
+"""
+The services that exist, in start order; each has a C{webstack-NAME} plugin
+and a C{front.routes.NAME} route.
+"""
+
+LOGGER = "webstack.runtime.logs.jsonLogger"
+START_TIMEOUT = 30.0
+
+
+class ServiceProcess:
+    """
+    One twistd process, its output relayed and remembered.
+    """
+
+    def __init__(self, name: str, env: dict[str, str], echo: bool) -> None:
+        self.name = name
+        self.port: int | None = None
+        self.lines: deque[str] = deque(maxlen=20000)
+        self._listening = threading.Event()
+        self._echo = echo
+        command = [
+            sys.executable,
+            "-m",
+            "twisted.scripts.twistd",
+            "-n",
+            "--pidfile=",
+            f"--logger={LOGGER}",
+            f"webstack-{name}",
+        ]
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._relay, daemon=True)
+        self._reader.start()
+
+    def _relay(self) -> None:
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if self._echo:
+                sys.stdout.write(f"{self.name:>7} | {line}\n")
+                sys.stdout.flush()
+            if self.port is None and '"listening"' in line:
+                try:
+                    self.port = int(json.loads(line)["port"])
+                    self._listening.set()
+                except (ValueError, KeyError):
+                    pass
+        self._listening.set()
+
+    def waitListening(self, timeout: float) -> int:
+        if not self._listening.wait(timeout) or self.port is None:
+            tail = "\n".join(list(self.lines)[-15:])
+            raise RuntimeError(
+                f"webstack-{self.name} did not start listening"
+                f" (exit status {self.process.poll()}):\n{tail}"
+            )
+        return self.port
+
+    def events(self, event: str | None = None) -> list[dict]:
+        """
+        This process's JSON log records so far (of one C{event} kind).
+        """
+        records = []
+        for line in list(self.lines):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if event is None or record.get("event") == event:
+                records.append(record)
+        return records
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def waitReady(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {timeout:g}s: {last}")
+
+
+class LocalStack:
+    """
+    The running stack.  Use as a context manager, or C{start()}/C{stop()}.
+
+    @ivar services: the processes by name, C{"front"} included.
+    """
+
+    def __init__(
+        self,
+        config: str | None = None,
+        *,
+        ephemeral: bool = False,
+        backends: tuple[str, ...] = BACKENDS,
+        env: dict[str, str] | None = None,
+        echo: bool = False,
+    ) -> None:
+        root = Path(__file__).resolve().parents[3]
+        self.config = config or os.environ.get("WEBSTACK_CONFIG") or str(
+            root / "config" / "stack.toml"
+        )
+        self.ephemeral = ephemeral
+        self.backends = backends
+        self.extraEnv = env or {}
+        self.echo = echo
+        self.services: dict[str, ServiceProcess] = {}
+
+    def _env(self, overrides: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env["WEBSTACK_CONFIG"] = self.config
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [src, env.get("PYTHONPATH", "")])
+        )
+        env.update(self.extraEnv)
+        env.update(overrides)
+        return env
+
+    def start(self) -> "LocalStack":
+        try:
+            overrides: dict[str, str] = {}
+            for name in self.backends:
+                own = {}
+                if self.ephemeral:
+                    own[f"WEBSTACK_{name.upper()}_LISTEN"] = "tcp:0:interface=127.0.0.1"
+                self.services[name] = ServiceProcess(name, self._env(own), self.echo)
+            for name in self.backends:
+                port = self.services[name].waitListening(START_TIMEOUT)
+                overrides[f"WEBSTACK_FRONT_ROUTES_{name.upper()}_UPSTREAM"] = (
+                    f"127.0.0.1:{port}"
+                )
+            if self.ephemeral:
+                overrides["WEBSTACK_FRONT_LISTEN"] = "tcp:0:interface=127.0.0.1"
+            front = ServiceProcess("front", self._env(overrides), self.echo)
+            self.services["front"] = front
+            front.waitListening(START_TIMEOUT)
+            waitReady(self.url("front", "/-/readyz"), START_TIMEOUT)
+            for name in self.backends:
+                waitReady(self.url(name, "/readyz"), START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def url(self, service: str, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.services[service].port}{path}"
+
+    def stop(self, timeout: float = 20.0) -> dict[str, int]:
+        """
+        SIGTERM every process, front first, and wait.  Returns exit statuses.
+        """
+        order = ["front", *reversed(self.backends)]
+        for name in order:
+            if name in self.services:
+                self.services[name].terminate()
+        return {
+            name: self.services[name].wait(timeout)
+            for name in order
+            if name in self.services
+        }
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="webstack.localstack", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", help="the stack's TOML file")
+    parser.add_argument(
+        "--ephemeral", action="store_true", help="listen on free ports"
+    )
+    args = parser.parse_args(argv)
+
+    stopping = threading.Event()
+
+    def onSignal(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, onSignal)
+    signal.signal(signal.SIGTERM, onSignal)
+
+    stack = LocalStack(args.config, ephemeral=args.ephemeral, echo=True)
+    try:
+        stack.start()
+    except RuntimeError as e:
+        sys.stderr.write(f"webstack: {e}\n")
+        return 1
+    print(
+        f"\nwebstack is up: {stack.url('front')}  (landing page)\n"
+        f"  try: curl '{stack.url('front', '/async/delay?seconds=2')}'\n"
+        f"  front health: {stack.url('front', '/-/readyz')}\n"
+        "  Ctrl-C stops every service.\n",
+        flush=True,
+    )
+    while not stopping.is_set():
+        for name, service in stack.services.items():
+            status = service.process.poll()
+            if status is not None:
+                sys.stderr.write(f"webstack: {name} exited with status {status}\n")
+                stopping.set()
+        stopping.wait(0.5)
+    statuses = stack.stop()
+    print(f"webstack stopped: {statuses}", flush=True)
+    return 0 if all(s == 0 for s in statuses.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
