@@ -36,6 +36,10 @@ and a C{front.routes.NAME} route.
 """
 
 LOGGER = "webstack.runtime.logs.jsonLogger"
+TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
+"""
+twistd, run by this very interpreter (so by the same virtual environment).
+"""
 START_TIMEOUT = 30.0
 
 
@@ -51,9 +55,7 @@ class ServiceProcess:
         self._listening = threading.Event()
         self._echo = echo
         command = [
-            sys.executable,
-            "-m",
-            "twisted.scripts.twistd",
+            *TWISTD,
             "-n",
             "--pidfile=",
             f"--logger={LOGGER}",

@@ -230,20 +230,19 @@ def buildSettings(
         value, origin = f.default, "default"
         for layer in layers:
             if name in layer.values:
-                value = layer.values[name]
+                value = shown = layer.values[name]
                 origin = f"{layer.source}: {'.'.join(layer.path + (name,))}"
         for layer in layers:
             variable = envName(layer.path + (name,))
             if variable in environ:
                 origin = f"environment: {variable}"
+                shown = environ[variable]
                 try:
-                    value = _parseEnv(environ[variable], kind)
+                    value = _parseEnv(shown, kind)
                 except ValueError as e:
-                    raise ConfigError(
-                        f"{origin} = {environ[variable]!r} is invalid: {e}"
-                    ) from None
+                    raise ConfigError(f"{origin} = {shown!r} is invalid: {e}") from None
         try:
             values[name] = _check(name, value, kind, f.metadata)
         except ValueError as e:
-            raise ConfigError(f"{origin} = {value!r} is invalid: {e}") from None
+            raise ConfigError(f"{origin} = {shown!r} is invalid: {e}") from None
     return cls(**values)
