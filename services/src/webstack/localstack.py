@@ -68,6 +68,9 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            # Its own session: a Ctrl-C in the terminal reaches only this
+            # supervisor, which then stops every service with SIGTERM.
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._relay, daemon=True)
         self._reader.start()

@@ -28,7 +28,6 @@ C{RuntimeError} finishing a request whose connection is gone.  Here:
 from __future__ import annotations
 
 from twisted.internet import error as ierror
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import (
@@ -51,16 +50,21 @@ from .upstreams import Replica, ReplicaSet
 log = Logger(namespace="webstack.front.proxy")
 
 
-def classify(failure) -> tuple[int, str, bool]:
+def classify(failure, timedOut: bool = False) -> tuple[int, str, bool]:
     """
     What an upstream failure means for the client.
+
+    @param timedOut: whether the front itself cancelled the request because
+        the route's timeout passed (the Agent then fails with
+        L{ResponseNeverReceived} wrapping a L{CancelledError}, not with a
+        timeout error).
 
     @return: C{(status, outcome, nothingSent)}: the status to answer, the
         outcome's name in metrics and logs, and whether the request never
         reached the replica (so it can be tried on another, and the replica
         should be ejected).
     """
-    if failure.check(DeferredTimeoutError):
+    if timedOut:
         return 504, "timeout", False
     if failure.check(ierror.TimeoutError):
         return 504, "connect_timeout", True
@@ -133,8 +137,10 @@ class Exchange:
         self.pending = None  # the Agent's Deferred, until the response head
         self.forwarder: _BodyForwarder | None = None
         self.clientGone = False
+        self.timedOut = False
         self.ended = False
         self._sentAt = 0.0
+        self._timer = None
         request.notifyFinish().addErrback(self._clientLeft)
 
     # Sending.
@@ -163,9 +169,22 @@ class Exchange:
             self.headers,
             self._bodyProducer(),
         )
-        d.addTimeout(self.proxy.route.timeout, self.proxy.reactor)
         self.pending = d
+        self._timer = self.proxy.reactor.callLater(
+            self.proxy.route.timeout, self._timedOut
+        )
         d.addCallbacks(self._gotResponse, self._failed)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self.timedOut = True
+        if self.pending is not None:
+            self.pending.cancel()
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _bodyProducer(self):
         """
@@ -186,6 +205,7 @@ class Exchange:
 
     def _gotResponse(self, response) -> None:
         self.pending = None
+        self._stopTimer()
         metrics = self.proxy.metrics
         metrics.responseSeconds.labels(self.route).observe(
             self.proxy.reactor.seconds() - self._sentAt
@@ -198,12 +218,13 @@ class Exchange:
 
     def _failed(self, failure) -> None:
         self.pending = None
+        self._stopTimer()
         replica = self.replica
         self._release()
         if self.clientGone:
             self._end("client_gone_before_response")
             return
-        status, outcome, nothingSent = classify(failure)
+        status, outcome, nothingSent = classify(failure, self.timedOut)
         reason = f"{outcome}: {failure.getErrorMessage()}"
         if nothingSent and replica is not None:
             self.proxy.replicas.eject(replica, reason)

@@ -157,6 +157,7 @@ def buildService(
         drainTimeout=runtime.drain_timeout,
         children=app.children,
         stopHooks=app.stopHooks,
+        handleSigterm=True,
     )
 
 

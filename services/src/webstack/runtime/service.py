@@ -7,7 +7,9 @@ burst), and a graceful stop that drains in-flight requests.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,11 +80,16 @@ class WebService(MultiService):
     """
     Serve C{site} on C{endpoint}; on stop, drain.
 
-    Stopping (twistd does it on SIGTERM or SIGINT) stops accepting, marks the
-    service not ready, closes idle keep-alive connections, lets requests in
-    progress finish for up to C{drainTimeout} seconds, aborts whatever is
-    left, then stops the child services and runs C{stopHooks}.  The reactor
-    waits for all of it, and twistd then exits 0.
+    Stopping stops accepting, marks the service not ready, closes idle
+    keep-alive connections, lets requests in progress finish for up to
+    C{drainTimeout} seconds, aborts whatever is left, then stops the child
+    services and runs C{stopHooks}.  The reactor waits for all of it.
+
+    SIGTERM (what C{docker stop} and C{make run} send) stops the reactor and
+    so this service.  twistd's own SIGTERM handler would do the same but then
+    kill the process with the signal again, for an exit status of 143; a
+    graceful drain is the normal way for this service to end, so with
+    C{handleSigterm} it is handled here and the process exits 0.
     """
 
     log = Logger()
@@ -98,8 +105,10 @@ class WebService(MultiService):
         drainTimeout: float,
         children: Sequence[IService] = (),
         stopHooks: Sequence[Callable[[], Deferred | None]] = (),
+        handleSigterm: bool = False,
     ) -> None:
         super().__init__()
+        self._handleSigterm = handleSigterm
         self.setName(name)
         self._reactor = reactor
         self._endpoint = endpoint
@@ -122,6 +131,16 @@ class WebService(MultiService):
                 raise SystemExit(1)
             reason.raiseException()
         super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        if self._handleSigterm and threading.current_thread() is threading.main_thread():
+            # After the reactor has installed its own handlers, to replace
+            # its SIGTERM one.
+            self._reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._sigterm)
+
+    def _sigterm(self, signum, frame) -> None:
+        self._reactor.callFromThread(self._reactor.stop)
 
     def _listening(self, port) -> None:
         self.port = port

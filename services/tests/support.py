@@ -1,0 +1,161 @@
+"""
+Helpers for the tests over real sockets: a recording HTTP upstream, a black
+hole that accepts and never answers, a port nobody listens on, a raw client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        server = self.server
+        if self.path == "/readyz":
+            self._send(200, b"ready", [("Connection", "close")])
+            return
+        server.seen.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                "body": body,
+            }
+        )
+        if self.path.endswith("/redirect"):
+            self._send(302, b"", [("Location", "/cgi/elsewhere")])
+            return
+        if self.path.endswith("/private"):
+            self._send(401, b"who are you?", [("WWW-Authenticate", 'Basic realm="echo"')])
+            return
+        payload = json.dumps({"server": server.name, "path": self.path, "length": len(body)})
+        self._send(
+            200,
+            payload.encode(),
+            [("Set-Cookie", "first=1; Path=/"), ("Set-Cookie", "second=2; Path=/")],
+        )
+
+    def _send(self, status, body, headers):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+
+class EchoUpstream:
+    """
+    An HTTP/1.1 upstream on 127.0.0.1 that records every request it gets and
+    answers with two Set-Cookie headers.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+        self.server.daemon_threads = True
+        self.server.name = name
+        self.server.seen = []
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def seen(self) -> list[dict]:
+        return self.server.seen
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class BlackHole:
+    """
+    A listening socket that never accepts: connections complete (the kernel
+    does that) and then nothing is ever answered.
+    """
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port = self.socket.getsockname()[1]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def closedPort() -> int:
+    """
+    A loopback port that nothing listens on (bound, then released).
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """
+    One request on its own connection; returns (response, body bytes).
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+def getJSON(url_port, path):
+    response, body = request(url_port, "GET", path, headers={"Accept": "application/json"})
+    return json.loads(body)
+
+
+def waitFor(predicate, timeout=5.0, interval=0.02, what="condition"):
+    """
+    Poll C{predicate} until it is true; bounded in time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def rawSend(port, data: bytes) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(data)
+    return s
+
+
+def readAll(s: socket.socket, timeout=10) -> bytes:
+    s.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
