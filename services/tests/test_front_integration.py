@@ -51,6 +51,8 @@ def world():
         "WEBSTACK_FRONT_HEAD_TIMEOUT": "1",
         "WEBSTACK_FRONT_MAX_BODY_BYTES": "65536",
         "WEBSTACK_FRONT_EJECT_SECONDS": "60",
+        # One probe round, at start-up: no probe races the tests below.
+        "WEBSTACK_FRONT_HEALTH_INTERVAL": "3600",
     }
     stack = LocalStack(ephemeral=True, env=env).start()
     front = stack.services["front"].port

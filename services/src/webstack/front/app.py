@@ -11,8 +11,12 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import DeferredList
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
 from webstack.runtime.errors import errorBody
 from webstack.runtime.plugin import App, AppContext
@@ -36,12 +40,57 @@ def unsafePath(path: bytes) -> bool:
     service: each service guards its own root as well, but the front refuses
     them first, so no route can be left through another's prefix.
     """
-    for candidate in (path, unquote_to_bytes(path), unquote_to_bytes(unquote_to_bytes(path))):
+    candidates = [path]
+    if b"%" in path:
+        once = unquote_to_bytes(path)
+        candidates += [once, unquote_to_bytes(once)]
+    for candidate in candidates:
         if b"\\" in candidate or b"\x00" in candidate:
             return True
         if any(segment in (b".", b"..") for segment in candidate.split(b"/")):
             return True
     return False
+
+
+@implementer(IAgentEndpointFactory)
+class ReplicaEndpointFactory:
+    """
+    Connect straight to a replica's address.
+
+    The front resolves upstream names itself (L{ReplicaSet}), so every URL it
+    asks the Agent for already holds an IP address.  Agent's default,
+    L{HostnameEndpoint}, would still resolve it again in a thread and, for
+    a refused connection, wait out its happy-eyeballs delay (0.3 s) before
+    failing: a plain TCP endpoint fails at once.
+    """
+
+    def __init__(self, reactor, connectTimeout: float) -> None:
+        self._reactor = reactor
+        self._timeout = connectTimeout
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        return _NoDelay(kind(self._reactor, host, uri.port, timeout=self._timeout))
+
+
+@implementer(IStreamClientEndpoint)
+class _NoDelay:
+    """
+    Turn Nagle's algorithm off on upstream connections, as Twisted's server
+    does on its own: otherwise a request body written after its head waits
+    for the head's (delayed) acknowledgement, up to 40 ms.
+    """
+
+    def __init__(self, endpoint) -> None:
+        self._endpoint = endpoint
+
+    def connect(self, factory):
+        def noDelay(protocol):
+            protocol.transport.setTcpNoDelay(True)
+            return protocol
+
+        return self._endpoint.connect(factory).addCallback(noDelay)
 
 
 class FrontRoot(Resource):
@@ -89,7 +138,9 @@ def makeApp(context: AppContext) -> App:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = settings.pool_max_per_host
     pool.cachedConnectionTimeout = settings.pool_idle_timeout
-    agent = Agent(reactor, connectTimeout=settings.connect_timeout, pool=pool)
+    agent = Agent.usingEndpointFactory(
+        reactor, ReplicaEndpointFactory(reactor, settings.connect_timeout), pool=pool
+    )
 
     replicaSets = {
         route.name: ReplicaSet(

@@ -8,10 +8,12 @@ not sent new requests until a probe passes again.
 
 from __future__ import annotations
 
-from twisted.internet.defer import DeferredList, succeed
+from twisted.internet.defer import CancelledError, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
+
+from .proxy import describeFailure
 
 log = Logger()
 _HEADERS = Headers({b"user-agent": [b"webstack-front-probe"]})
@@ -26,7 +28,12 @@ def probeReplica(agent, reactor, replicaSet, replica, timeout: float):
 
     def concluded(ok):
         if ok is not True:
-            reason = ok.getErrorMessage() if hasattr(ok, "getErrorMessage") else "not ready"
+            if ok is False:
+                reason = "not ready (status other than 200)"
+            elif ok.check(CancelledError) or "CancelledError" in describeFailure(ok):
+                reason = f"no answer within {timeout:g}s"
+            else:
+                reason = describeFailure(ok)
             if replica.probeOK is not False:
                 log.warn(
                     "upstream {upstream}: replica {replica} failed its probe: {reason}",

@@ -75,6 +75,19 @@ def classify(failure, timedOut: bool = False) -> tuple[int, str, bool]:
     return 502, "error", False
 
 
+def describeFailure(failure) -> str:
+    """
+    A one-line reason for an upstream failure.  The Agent wraps what went
+    wrong in L{ResponseFailed} and friends, whose own message is a list of
+    reprs; this unwraps them.
+    """
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(describeFailure(r) for r in reasons)
+    message = failure.getErrorMessage()
+    return f"{failure.type.__name__}: {message}" if message else failure.type.__name__
+
+
 _DETAIL = {
     "timeout": "did not answer in time",
     "connect_timeout": "did not accept the connection in time",
@@ -225,7 +238,7 @@ class Exchange:
             self._end("client_gone_before_response")
             return
         status, outcome, nothingSent = classify(failure, self.timedOut)
-        reason = f"{outcome}: {failure.getErrorMessage()}"
+        reason = f"{outcome}: {describeFailure(failure)}"
         if nothingSent and replica is not None:
             self.proxy.replicas.eject(replica, reason)
             if self.proxy.replicas.pick(exclude=self.tried) is not None:
@@ -240,7 +253,7 @@ class Exchange:
             replica=replica.address if replica else "-",
             outcome=outcome,
             status=status,
-            error=failure.getErrorMessage(),
+            error=describeFailure(failure),
             request_id=getattr(self.request, "requestId", "-"),
         )
         renderError(
@@ -270,7 +283,7 @@ class Exchange:
             event="upstream_body_broken",
             route=self.route,
             replica=self.replica.address if self.replica else "-",
-            error=reason.getErrorMessage(),
+            error=describeFailure(reason),
             request_id=getattr(request, "requestId", "-"),
         )
         request.channel.transport.abortConnection()

@@ -66,6 +66,24 @@ class HTTPMetrics:
             "Client connections currently open.",
             registry=registry,
         )
+        self._children: dict[tuple[str, str, str], tuple] = {}
+
+    def observe(self, route: str, method: str, status: str, seconds: float) -> None:
+        """
+        Count one finished (or abandoned) request.  The labelled children are
+        looked up once per label set: C{labels()} on every request would cost
+        more than the counting.
+        """
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, status),
+                self.latency.labels(route),
+            )
+        self.inFlight.dec()
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class MetricsResource(Resource):

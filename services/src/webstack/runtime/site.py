@@ -7,8 +7,9 @@ of open connections that a graceful drain needs.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred, succeed
@@ -23,6 +24,17 @@ _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:-]{1,64}\Z")
 _MAX_LOGGED_PATH = 512
 
 accessLog = Logger(namespace="webstack.access")
+
+_ID_PREFIX = os.urandom(5).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def newRequestId() -> str:
+    """
+    A request id unique to this process's lifetime and, with a random prefix,
+    across processes: cheaper per request than a UUID.
+    """
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 class RouteLabeler:
@@ -67,7 +79,7 @@ class ObservedRequest(server.Request):
         if _REQUEST_ID.match(given):
             self.requestId = given.decode("ascii")
         else:
-            self.requestId = uuid.uuid4().hex
+            self.requestId = newRequestId()
             self.requestHeaders.setRawHeaders(
                 REQUEST_ID_HEADER, [self.requestId.encode("ascii")]
             )
@@ -94,20 +106,22 @@ class ObservedRequest(server.Request):
         elapsed = site.reactor.seconds() - self._receivedAt
         status = ABORTED_STATUS if aborted else str(self.code)
         method = self.method.decode("ascii", "replace")
-        metrics = site.metrics
-        metrics.inFlight.dec()
-        metrics.requests.labels(self.route, method, status).inc()
-        metrics.latency.labels(self.route).observe(elapsed)
+        site.metrics.observe(self.route, method, status, elapsed)
         forwardedFor = self.requestHeaders.getRawHeaders(b"x-forwarded-for", [b""])[0]
+        path = self.uri[:_MAX_LOGGED_PATH].decode("ascii", "replace")
+        milliseconds = round(elapsed * 1000, 3)
+        # The message is made here with an f-string: twisted.logger's
+        # formatter is the slowest part of a log line.
         accessLog.info(
-            "{method} {path} {status} {duration_ms:.1f}ms",
+            "{line}",
+            line=f"{method} {path} {status} {milliseconds:.1f}ms",
             event="access",
             method=method,
-            path=self.uri[:_MAX_LOGGED_PATH].decode("ascii", "replace"),
+            path=path,
             status=int(status),
             outcome="aborted" if aborted else "ok",
             bytes=self.sentLength,
-            duration_ms=round(elapsed * 1000, 3),
+            duration_ms=milliseconds,
             client=getattr(self.getClientAddress(), "host", "-"),
             forwarded_for=forwardedFor.decode("ascii", "replace") or None,
             route=self.route,
