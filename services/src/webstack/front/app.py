@@ -52,6 +52,22 @@ def unsafePath(path: bytes) -> bool:
     return False
 
 
+def _quietFactory(quiescentCallback, metadata):
+    factory = HTTPConnectionPool._factory(quiescentCallback, metadata)
+    factory.noisy = False
+    return factory
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """
+    An L{HTTPConnectionPool} whose connections do not log "Starting factory"
+    and "Stopping factory": under load that is two log lines, and most of
+    the cost of a new upstream connection, for every one of them.
+    """
+
+    _factory = staticmethod(_quietFactory)
+
+
 @implementer(IAgentEndpointFactory)
 class ReplicaEndpointFactory:
     """
@@ -135,7 +151,7 @@ def makeApp(context: AppContext) -> App:
     settings: Settings = context.settings
     reactor = context.reactor
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = settings.pool_max_per_host
     pool.cachedConnectionTimeout = settings.pool_idle_timeout
     agent = Agent.usingEndpointFactory(

@@ -32,8 +32,6 @@ HOP_BY_HOP = frozenset(
 # whole body (and sent any 100 Continue), and it sets the body's length anew.
 _REQUEST_ONLY = frozenset({b"expect", b"content-length"})
 
-_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
-
 
 def _connectionTokens(headers: Headers) -> set[bytes]:
     tokens = set()
@@ -42,55 +40,63 @@ def _connectionTokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def endToEnd(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
+def stripHopByHop(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
     """
-    A copy of C{headers} without hop-by-hop headers, those named by
-    C{Connection}, and those in C{drop}.
+    Remove from C{headers}, in place, the hop-by-hop headers, those named by
+    C{Connection}, and those in C{drop}; return C{headers}.
+
+    In place, because copying every header of every message into a new
+    L{Headers} (which checks each value again) costs more than the rest of
+    an exchange.
     """
     skip = HOP_BY_HOP | _connectionTokens(headers) | drop
-    kept = Headers()
-    for name, values in headers.getAllRawHeaders():
-        if name.lower() not in skip:
-            kept.setRawHeaders(name, list(values))
-    return kept
+    found = [name for name, _ in headers.getAllRawHeaders() if name.lower() in skip]
+    for name in found:
+        headers.removeHeader(name)
+    return headers
 
 
 def upstreamRequestHeaders(request, trustForwarded: bool) -> Headers:
     """
     The headers to send upstream for C{request}: its end-to-end headers (the
     client's C{Host} kept, so the backend builds URLs that point at the
-    front), plus C{X-Forwarded-For}, C{-Proto} and C{-Host}.
+    front), plus C{X-Forwarded-For}, C{-Proto} and C{-Host}.  The client
+    request's own L{Headers} are edited and used.
 
     @param trustForwarded: whether the client is itself a trusted proxy, whose
         C{X-Forwarded-*} are kept and extended; otherwise they are replaced,
         since any client can send them.
     """
-    incoming = request.requestHeaders
-    headers = endToEnd(incoming, drop=_REQUEST_ONLY)
+    headers = request.requestHeaders
     client = getattr(request.getClientAddress(), "host", "unknown").encode("ascii")
     proto = b"https" if request.isSecure() else b"http"
-    host = incoming.getRawHeaders(b"host", [b""])[0]
+    host = headers.getRawHeaders(b"host", [b""])[0]
 
     if trustForwarded:
-        chain = b", ".join(incoming.getRawHeaders(b"x-forwarded-for", []))
+        chain = b", ".join(headers.getRawHeaders(b"x-forwarded-for", []))
         forwardedFor = chain + b", " + client if chain else client
-        proto = incoming.getRawHeaders(b"x-forwarded-proto", [proto])[0]
-        host = incoming.getRawHeaders(b"x-forwarded-host", [host])[0]
+        proto = headers.getRawHeaders(b"x-forwarded-proto", [proto])[0]
+        host = headers.getRawHeaders(b"x-forwarded-host", [host])[0]
     else:
         forwardedFor = client
-        for name in _FORWARDED:
-            headers.removeHeader(name)
+    stripHopByHop(headers, drop=_REQUEST_ONLY)
     headers.setRawHeaders(b"x-forwarded-for", [forwardedFor])
     headers.setRawHeaders(b"x-forwarded-proto", [proto])
     if host:
         headers.setRawHeaders(b"x-forwarded-host", [host])
+    elif not trustForwarded:
+        headers.removeHeader(b"x-forwarded-host")
     return headers
 
 
-def copyResponseHeaders(upstream: Headers, request) -> None:
+def useResponseHeaders(upstream: Headers, request) -> None:
     """
-    Put the upstream response's end-to-end headers on C{request}'s response,
-    replacing what the front's own L{Request} set (C{Server}, C{Date}).
+    Make the upstream response's end-to-end headers C{request}'s response
+    headers (its C{Server} and C{Date} replacing the front's own), keeping
+    the front's C{X-Request-Id} if the upstream sent none.
     """
-    for name, values in endToEnd(upstream).getAllRawHeaders():
-        request.responseHeaders.setRawHeaders(name, list(values))
+    own = request.responseHeaders.getRawHeaders(b"x-request-id")
+    stripHopByHop(upstream)
+    if own and not upstream.hasHeader(b"x-request-id"):
+        upstream.setRawHeaders(b"x-request-id", own)
+    request.responseHeaders = upstream

@@ -20,7 +20,7 @@ _HEADERS = Headers({b"user-agent": [b"webstack-front-probe"]})
 
 
 def probeReplica(agent, reactor, replicaSet, replica, timeout: float):
-    d = agent.request(b"GET", replica.baseURL() + b"/readyz", _HEADERS)
+    d = agent.request(b"GET", replica.baseURL + b"/readyz", _HEADERS)
     d.addTimeout(timeout, reactor)
 
     def answered(response):

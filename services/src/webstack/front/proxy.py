@@ -42,7 +42,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from webstack.runtime.errors import errorBody, renderError
 
-from .headers import copyResponseHeaders, upstreamRequestHeaders
+from .headers import upstreamRequestHeaders, useResponseHeaders
 from .metrics import ProxyMetrics
 from .settings import RouteSettings
 from .upstreams import Replica, ReplicaSet
@@ -144,6 +144,10 @@ class Exchange:
         self.proxy = proxy
         self.request = request
         self.route = proxy.route.name
+        incoming = request.requestHeaders
+        self.hasBody = incoming.hasHeader(b"content-length") or incoming.hasHeader(
+            b"transfer-encoding"
+        )
         self.headers = upstreamRequestHeaders(request, proxy.trustForwarded)
         self.tried: list[Replica] = []
         self.replica: Replica | None = None
@@ -178,7 +182,7 @@ class Exchange:
         self._sentAt = self.proxy.reactor.seconds()
         d = self.proxy.agent.request(
             request.method,
-            replica.baseURL() + request.uri,
+            replica.baseURL + request.uri,
             self.headers,
             self._bodyProducer(),
         )
@@ -206,10 +210,7 @@ class Exchange:
         pooled connection that the backend had just closed).
         """
         request = self.request
-        framed = request.requestHeaders.hasHeader(
-            b"content-length"
-        ) or request.requestHeaders.hasHeader(b"transfer-encoding")
-        if not framed or request.content is None:
+        if not self.hasBody or request.content is None:
             return None
         request.content.seek(0)
         return FileBodyProducer(request.content)
@@ -225,7 +226,7 @@ class Exchange:
         )
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        copyResponseHeaders(response.headers, request)
+        useResponseHeaders(response.headers, request)
         self.forwarder = _BodyForwarder(self)
         response.deliverBody(self.forwarder)
 

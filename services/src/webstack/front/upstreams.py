@@ -39,13 +39,8 @@ class Replica:
         self.ejectedUntil = 0.0
         self.probeOK: bool | None = None  # None: not probed yet
         self.lastError = ""
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def baseURL(self) -> bytes:
-        return b"http://" + self.address.encode("ascii")
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.baseURL = b"http://" + self.address.encode("ascii")
 
     def available(self, now: float) -> bool:
         return now >= self.ejectedUntil and self.probeOK is not False

@@ -6,7 +6,7 @@ Stock Twisted resets its idle timeout on every byte, so a client that sends
 one header byte every 20 seconds keeps a connection forever (slowloris), and
 it answers an oversized head with a bare C{400}.  This channel adds:
 
-  - a deadline for the whole request head, started by its first byte
+  - a deadline for the whole request head, started by its first bytes
     (C{408} when it passes);
   - a deadline for the whole request body, started when the head is complete
     (C{408});
@@ -68,9 +68,15 @@ class LimitedHTTPChannel(http.HTTPChannel):
     # The request head.
 
     def dataReceived(self, data):
-        if self._phase == "head" and self._deadline is None and not self._refused:
-            self._startDeadline(self.headTimeout, "head_timeout")
         super().dataReceived(data)
+        # Deadlines are armed only for a head or body still incomplete once
+        # this data is parsed: most requests arrive whole in one read and
+        # never cost a timer.
+        if self._deadline is None and not self._refused and self.transport:
+            if self._phase == "head" and (self._buffer or self._receivedHeaderSize):
+                self._startDeadline(self.headTimeout, "head_timeout")
+            elif self._phase == "body":
+                self._startDeadline(self.bodyTimeout, "body_timeout")
 
     def lineReceived(self, line):
         if self._refused:
@@ -111,7 +117,6 @@ class LimitedHTTPChannel(http.HTTPChannel):
             self._phase = "body"
             self._bodyBytes = 0
             decoder.dataCallback = self._countBody(decoder.dataCallback)
-            self._startDeadline(self.bodyTimeout, "body_timeout")
 
     # The request body.
 

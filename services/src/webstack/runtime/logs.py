@@ -25,6 +25,10 @@ from zope.interface import implementer
 
 LOG_LEVEL_ENV = "WEBSTACK_LOG_LEVEL"
 
+# LogLevel constants compare slowly (each comparison walks the constants):
+# the observer compares these numbers instead.
+_PRIORITY = {level: n for n, level in enumerate(LogLevel.iterconstants())}
+
 _SKIP = frozenset({"format", "message", "time", "system", "isError", "why", "failure"})
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -67,10 +71,10 @@ class JSONLineObserver:
 
     def __init__(self, out: IO[str], level: LogLevel = LogLevel.info) -> None:
         self._out = out
-        self._level = level
+        self._minimum = _PRIORITY[level]
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("log_level", LogLevel.info) < self._level:
+        if _PRIORITY.get(event.get("log_level"), 1) < self._minimum:
             return
         line = json.dumps(eventAsRecord(event), default=repr, ensure_ascii=False)
         self._out.write(line + "\n")
