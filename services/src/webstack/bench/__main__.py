@@ -11,8 +11,11 @@ stock Twisted's L{ReverseProxyResource}, in one run on this machine.
      the clients leave 2 ms apart);
      the same through the stock proxy;
   3. N concurrent C{/async/delay?seconds=2} held at once through the front
-     (and direct, for reference): how many succeed, p50/p99 completion, and
-     the front's memory.
+     (and direct, for reference): the clients connect over C{--ramp} seconds
+     (1.5 by default: below the 2-second delay, so all N are in flight
+     together, which the backend's own in-flight count confirms); how many
+     succeed, p50/p99 completion from each request's own send, and the
+     front's memory.
 
 Prints a table, writes C{OUT/bench-TIMESTAMP.json} and C{OUT/latest.json}.
 Everything runs on loopback; every loop is bounded.
@@ -59,6 +62,32 @@ def memoryKiB(pid: int) -> dict[str, int]:
                 name, value, _ = line.split()
                 fields[name.rstrip(":")] = int(value)
     return fields
+
+
+class InFlightSampler(threading.Thread):
+    """
+    The most delayed requests the backend held at once, read from its stats:
+    "N concurrent" is observed, not assumed.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.peak = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.peak = max(self.peak, stats(self.port)["delay"]["in_flight"])
+            except OSError:
+                pass
+            self._done.wait(0.05)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak
 
 
 class RSSSampler(threading.Thread):
@@ -154,6 +183,13 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=5000)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
     parser.add_argument("--aborts", type=int, default=200)
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=1.5,
+        help="seconds over which the concurrent clients connect (below 2 s, so"
+        " all of them are in flight at once)",
+    )
     args = parser.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -192,24 +228,35 @@ def main(argv=None) -> int:
                 "stock_proxy": measureAborts(stockPort, backendPort, backend, args.aborts, 2, "stock"),
             }
 
-            print(f"3/3 {args.concurrency} concurrent 2-second requests...", flush=True)
+            print(
+                f"3/3 {args.concurrency} concurrent 2-second requests"
+                f" (clients connect over {args.ramp:g} s)...",
+                flush=True,
+            )
             frontPid = stack.services["front"].process.pid
             idle = memoryKiB(frontPid)["VmRSS"]
-            sampler = RSSSampler(frontPid)
+            sampler, inFlight = RSSSampler(frontPid), InFlightSampler(backendPort)
             sampler.start()
-            held = holdConcurrent(front, "/async/delay?seconds=2", args.concurrency, 0.5, 30)
-            peak = sampler.stop()
+            inFlight.start()
+            held = holdConcurrent(
+                front, "/async/delay?seconds=2", args.concurrency, args.ramp, 30
+            )
+            peak, heldAtOnce = sampler.stop(), inFlight.stop()
+            inFlight = InFlightSampler(backendPort)
+            inFlight.start()
             heldDirect = holdConcurrent(
-                backendPort, "/async/delay?seconds=2", args.concurrency, 0.5, 30
+                backendPort, "/async/delay?seconds=2", args.concurrency, args.ramp, 30
             )
             results["concurrency"] = {
+                "ramp_seconds": args.ramp,
                 "front": {
                     **held.summary(),
+                    "peak_in_flight_at_backend": heldAtOnce,
                     "front_rss_before_kib": idle,
                     "front_rss_peak_kib": peak,
                     "front_kib_per_held_request": round((peak - idle) / args.concurrency, 2),
                 },
-                "direct": heldDirect.summary(),
+                "direct": {**heldDirect.summary(), "peak_in_flight_at_backend": inFlight.stop()},
             }
         finally:
             stock.terminate()
@@ -248,8 +295,9 @@ def main(argv=None) -> int:
         ))
     for name in ("front", "direct"):
         r = c[name]
-        print("{} x 2 s via {:<8}   ok {:>5}/{:<5} failures {}   p50 {} p99 {} max {}".format(
-            args.concurrency, name, r["succeeded"], r["sent"], r["failures"] or "none",
+        print("{} x 2 s via {:<8}   ok {:>5}/{:<5} held at once {:>5}  failures {}   p50 {} p99 {} max {}".format(
+            args.concurrency, name, r["succeeded"], r["sent"], r["peak_in_flight_at_backend"],
+            r["failures"] or "none",
             fmt(r["completion_p50_s"], ".3f", " s"), fmt(r["completion_p99_s"], ".3f", " s"),
             fmt(r["completion_max_s"], ".3f", " s"),
         ))

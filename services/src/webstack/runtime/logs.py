@@ -29,7 +29,9 @@ LOG_LEVEL_ENV = "WEBSTACK_LOG_LEVEL"
 # the observer compares these numbers instead.
 _PRIORITY = {level: n for n, level in enumerate(LogLevel.iterconstants())}
 
-_SKIP = frozenset({"format", "message", "time", "system", "isError", "why", "failure"})
+_SKIP = frozenset(
+    {"format", "message", "time", "system", "isError", "why", "failure", "line"}
+)
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -38,13 +40,19 @@ def eventAsRecord(event: dict[str, Any]) -> dict[str, Any]:
     Turn a twisted.logger event into the flat dict written as one JSON line.
     """
     level = event.get("log_level", LogLevel.info)
+    # An event logged as "{line}" carries its message ready-made (the access
+    # log does, to skip the formatter on the busiest path).
+    if event.get("log_format") == "{line}" and isinstance(event.get("line"), str):
+        message = event["line"]
+    else:
+        message = formatEvent(event)
     record: dict[str, Any] = {
         "time": datetime.fromtimestamp(
             event.get("log_time", 0.0), tz=timezone.utc
         ).isoformat(timespec="microseconds"),
         "level": level.name,
         "ns": event.get("log_namespace", "-"),
-        "msg": formatEvent(event),
+        "msg": message,
     }
     for key, value in event.items():
         if key.startswith("log_") or key in _SKIP or key in record:
