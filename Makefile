@@ -1,6 +1,7 @@
-# webstack: `make run` starts the stack on loopback, `make test` runs every
-# test. Both create the virtual environment from the lock files first.
-# `make help` lists every target.
+# webstack: `make up` runs the stack in containers, `make run` as local
+# processes, `make test` runs every test. Each does its own set-up (the
+# virtual environment from the lock files; for containers, the base image and
+# the wheels). `make help` lists every target.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,8 +14,27 @@ BENCH_OUT ?= bench-results
 BENCH_CONCURRENCY ?= 5000
 BENCH_DURATION ?= 5
 
+# Containers (see README, "Containers").
+SUITE ?= bookworm
+ARCH := $(shell uname -m)
+WHEELS := build/wheels
+SERVICE ?=
+N ?= 1
+TAIL ?= 100
+COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+             elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+export COMPOSE_PROJECT_NAME ?= webstack
+export COMPOSE_DOCKER_CLI_BUILD := 1
+export BUILDX_BUILDER := default
+# pip must be told every manylinux tag up to the image's glibc (bookworm: 2.36),
+# or it silently picks older releases of some packages.
+PLATFORMS := $(foreach m,$(shell seq 5 36),--platform manylinux_2_$(m)_$(ARCH)) \
+             --platform manylinux2014_$(ARCH) --platform manylinux2010_$(ARCH) \
+             --platform manylinux1_$(ARCH)
+
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit test-integration bench clean
+.PHONY: help venv run test test-unit test-integration bench clean \
+        docker-check wheels images up down ps logs restart scale
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,5 +69,47 @@ test-integration: venv ## Only the tests over real sockets and processes
 bench: venv ## Benchmark front vs direct vs stock proxy; writes $(BENCH_OUT)/
 	$(PY) -m webstack.bench --out $(BENCH_OUT) --concurrency $(BENCH_CONCURRENCY) --duration $(BENCH_DURATION)
 
-clean: ## Remove the virtual environment and results
-	rm -rf $(VENV) $(BENCH_OUT) .pytest_cache
+clean: ## Remove the virtual environment, wheels and results
+	rm -rf $(VENV) $(BENCH_OUT) .pytest_cache build
+
+docker-check:
+	@docker info >/dev/null 2>&1 || { echo "make up needs a running Docker engine and none answers here: 'make run' starts the same stack as local processes"; exit 1; }
+	@test -n "$(COMPOSE)" || { echo "neither 'docker compose' nor 'docker-compose' is installed: 'make run' starts the same stack as local processes"; exit 1; }
+
+wheels: $(WHEELS)/.done ## Download the locked packages as wheels for the image
+
+$(WHEELS)/.done: services/requirements.lock $(VENV)/.installed
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
+	  --python-version 3.11 --implementation cp --abi cp311 $(PLATFORMS) \
+	  -d $(WHEELS) -r services/requirements.lock
+	@touch $@
+
+images: docker-check wheels ## Build the service image (base image found, pulled or made first)
+	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
+	  echo "building webstack/service:dev from $$base" && \
+	  BASE_IMAGE=$$base $(COMPOSE) build --quiet front
+
+up: images ## Start the stack in containers; the front on 127.0.0.1:8080
+	$(COMPOSE) up -d --remove-orphans
+	@services/docker/wait-healthy.sh 180
+	@echo "webstack is up: http://$${WEBSTACK_PUBLISH:-127.0.0.1:8080}/  (make ps, make logs SERVICE=front, make down)"
+
+down: docker-check ## Stop and remove every container, network and volume of the stack
+	$(COMPOSE) down --remove-orphans --volumes --timeout 20
+
+ps: docker-check ## List the stack's containers and their health
+	$(COMPOSE) ps
+
+logs: docker-check ## Show logs: make logs [SERVICE=front] [TAIL=100] [FOLLOW=1]
+	$(COMPOSE) logs --tail=$(TAIL) $(if $(FOLLOW),--follow) $(SERVICE)
+
+restart: docker-check ## Restart one service: make restart SERVICE=async
+	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=name"; exit 2; }
+	$(COMPOSE) restart $(SERVICE)
+	@services/docker/wait-healthy.sh 120
+
+scale: docker-check ## Run N replicas of a service: make scale SERVICE=async N=3
+	@test -n "$(SERVICE)" || { echo "usage: make scale SERVICE=name N=count"; exit 2; }
+	$(COMPOSE) up -d --no-deps --no-recreate --scale $(SERVICE)=$(N) $(SERVICE)
+	@services/docker/wait-healthy.sh 120

@@ -40,6 +40,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
                 "body": body,
             }
         )
+        if server.delay:
+            time.sleep(server.delay)
         if self.path.endswith("/redirect"):
             self._send(302, b"", [("Location", "/cgi/elsewhere")])
             return
@@ -68,13 +70,15 @@ class _EchoHandler(BaseHTTPRequestHandler):
 class EchoUpstream:
     """
     An HTTP/1.1 upstream on 127.0.0.1 that records every request it gets and
-    answers with two Set-Cookie headers.
+    answers with two Set-Cookie headers, after C{delay} seconds (its
+    C{/readyz} at once, so that it passes the front's probes).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, delay: float = 0.0) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
         self.server.daemon_threads = True
         self.server.name = name
+        self.server.delay = delay
         self.server.seen = []
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -87,22 +91,6 @@ class EchoUpstream:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class BlackHole:
-    """
-    A listening socket that never accepts: connections complete (the kernel
-    does that) and then nothing is ever answered.
-    """
-
-    def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(64)
-        self.port = self.socket.getsockname()[1]
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 def closedPort() -> int:

@@ -61,12 +61,14 @@ def test_anEjectedReplicaIsLeftOutUntilItsTimeIsUp():
     assert {replicas.pick().host for _ in range(4)} == {"10.0.0.1", "10.0.0.2"}
 
 
-def test_whenEveryReplicaIsOutTheOneBackSoonestIsTried():
-    replicas, clock = replicaSet(1, 2)
+def test_whenEveryReplicaIsOutThereIsNoneToPickUntilOneIsBack():
+    replicas, clock = replicaSet(1, 2, eject=5.0)
     a, b = replicas.replicas
     replicas.eject(a, "refused")
     clock.advance(1)
     replicas.eject(b, "refused")
+    assert replicas.pick() is None
+    clock.advance(4)
     assert replicas.pick() is a
 
 
@@ -120,7 +122,7 @@ def test_aNameResolvesToEveryReplicaAndIsFollowedAsItChanges():
     assert replicas.replicas[0].inFlight == 7
     clock.nameResolver.answers["async"] = []
     replicas.refresh()
-    assert len(replicas.replicas) == 3
+    assert replicas.replicas == []
 
 
 # Headers.
@@ -188,7 +190,7 @@ def test_expectAndContentLengthAreTheFrontsOwnBusiness():
     "failure, timedOut, expected",
     [
         (ConnectionRefusedError(), False, (502, "refused", True)),
-        (ConnectTimeoutError(), False, (504, "connect_timeout", True)),
+        (ConnectTimeoutError(), False, (502, "connect_timeout", True)),
         (ResponseFailed([Failure(ConnectionDone())]), False, (502, "reset", False)),
         (ResponseFailed([Failure(ConnectionDone())]), True, (504, "timeout", False)),
         (ValueError("?"), False, (502, "error", False)),
@@ -309,6 +311,20 @@ def test_aRefusingReplicaIsEjectedAndTheRequestRetriedOnAnother():
     refused = [r for r in replicas.replicas if r.lastError]
     assert len(refused) == 1 and refused[0].ejectedUntil == 5.0
     assert registry.get_sample_value("front_upstream_retries_total", {"route": "async"}) == 1
+
+
+def test_withNoReplicaAvailableTheAnswerIs502AtOnce():
+    ex, request, agent, clock, replicas, registry = exchange(1)
+    agent.requests[0][4].errback(Failure(ConnectionRefusedError()))
+    assert request.responseCode == 502
+    second = Exchange(ex.proxy, clientRequest(host=b"front"))
+    second.request.uri = b"/async/x"
+    second.request.content = io.BytesIO()
+    second.start()
+    assert len(agent.requests) == 1
+    assert second.request.responseCode == 502
+    assert b"1 known, all failing" in b"".join(second.request.written)
+    assert outcome(registry, "no_replica") == 1
 
 
 def test_aResetAfterSendingIsNotRetried():

@@ -18,9 +18,10 @@ C{RuntimeError} finishing a request whose connection is gone.  Here:
     connection; during the body, the upstream transport is stopped.  Either
     way the backend sees its connection close and its own C{notifyFinish}
     fires (seed 000, end to end);
-  - a replica that refuses is ejected and the request tried on another
-    (nothing was sent, so any method may be retried); a reset after sending
-    is a C{502}; no response head within the route's timeout is a C{504};
+  - a replica that refuses (or does not accept in time) is ejected and the
+    request tried on another (nothing was sent, so any method may be
+    retried); with no replica left, or a reset after sending, the answer is
+    C{502}; no response head within the route's timeout is a C{504};
   - a body that breaks off upstream is not passed off as complete: the
     client connection is aborted, so the client sees the truncation.
 """
@@ -67,7 +68,8 @@ def classify(failure, timedOut: bool = False) -> tuple[int, str, bool]:
     if timedOut:
         return 504, "timeout", False
     if failure.check(ierror.TimeoutError):
-        return 504, "connect_timeout", True
+        # Unreachable (a container that is gone answers nothing), not slow.
+        return 502, "connect_timeout", True
     if failure.check(ierror.ConnectError):
         return 502, "refused", True
     if failure.check(ResponseFailed, RequestTransmissionFailed, ierror.ConnectionLost):
@@ -165,15 +167,15 @@ class Exchange:
     def start(self) -> None:
         replica = self.proxy.replicas.pick(exclude=self.tried)
         if replica is None:
-            if self.tried:
-                return  # _failed answered already
             self._end("no_replica")
-            renderError(
-                self.request,
-                502,
-                f"No replica of the {self.route} service is known.",
-                upstream=self.route,
+            replicas = self.proxy.replicas.replicas
+            detail = (
+                f"No replica of the {self.route} service is available"
+                f" ({len(replicas)} known, all failing)."
+                if replicas
+                else f"No replica of the {self.route} service is running."
             )
+            renderError(self.request, 502, detail, upstream=self.route)
             return
         self.tried.append(replica)
         self.replica = replica

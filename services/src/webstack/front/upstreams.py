@@ -10,10 +10,15 @@ replicas that come and go are picked up without restarting the front.
 Balancing sends each request to the available replica with the fewest
 requests in flight (delayed responses make in-flight count, not request rate,
 the load), rotating among equals.  A replica is unavailable while it is
-ejected (it refused a connection: left out for C{eject_seconds}) or while its
-last C{/readyz} probe failed.  When every replica is unavailable, the one
-whose ejection ends first is tried anyway: a route recovers as soon as its
-service does, never later than the front's own timers.
+ejected (it refused or did not accept a connection: left out for
+C{eject_seconds}) or while its last C{/readyz} probe failed.  When no replica
+is available the front answers 502 at once instead of waiting on a dead one;
+the route recovers when an ejection ends, a probe passes or the name resolves
+to new addresses, whichever comes first.
+
+A name that resolves to no address at all (a compose service whose every
+container is gone) leaves its upstream with no replica; a lookup that fails
+outright keeps the replicas known.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ class ReplicaSet:
         def resolved(results):
             found = []
             for (host, port), (ok, hosts) in zip(self.targets, results):
-                if not ok or not hosts:
+                if not ok:
                     self.log.warn(
                         "upstream {upstream}: {host} did not resolve; keeping"
                         " {count} known replica(s)",
@@ -147,17 +152,16 @@ class ReplicaSet:
 
     def pick(self, exclude: Iterable[Replica] = ()) -> Replica | None:
         """
-        The replica for the next request, or L{None} if there is none (or
-        none but those in C{exclude}).
+        The replica for the next request, or L{None} if none is available
+        (or none but those in C{exclude}).
         """
         excluded = set(map(id, exclude))
-        candidates = [r for r in self.replicas if id(r) not in excluded]
-        if not candidates:
-            return None
         now = self._reactor.seconds()
-        available = [r for r in candidates if r.available(now)]
+        available = [
+            r for r in self.replicas if id(r) not in excluded and r.available(now)
+        ]
         if not available:
-            return min(candidates, key=lambda r: r.ejectedUntil)
+            return None
         self._turn = (self._turn + 1) % len(available)
         rotated = available[self._turn :] + available[: self._turn]
         return min(rotated, key=lambda r: r.inFlight)

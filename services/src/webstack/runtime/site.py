@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import socket
 from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,6 +21,11 @@ from .channel import LimitedHTTPChannel
 from .metrics import ABORTED_STATUS, HTTPMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+SERVED_BY_HEADER = b"x-served-by"
+SERVED_BY = socket.gethostname().encode("ascii", "replace")
+"""
+Which process answered (in a container, its id): shows the balancing.
+"""
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:-]{1,64}\Z")
 _MAX_LOGGED_PATH = 512
 
@@ -61,7 +67,8 @@ class RouteLabeler:
 class ObservedRequest(server.Request):
     """
     A request that carries an id (C{X-Request-Id}, kept from the client when
-    it is well formed, otherwise made) and is observed exactly once: when it
+    it is well formed, otherwise made), says which process answered it
+    (C{X-Served-By}), and is observed exactly once: when it
     finishes, or when its client goes away first (status C{499} in metrics,
     C{outcome="aborted"} in the log).
     """
@@ -86,6 +93,7 @@ class ObservedRequest(server.Request):
         self.responseHeaders.setRawHeaders(
             REQUEST_ID_HEADER, [self.requestId.encode("ascii")]
         )
+        self.responseHeaders.setRawHeaders(SERVED_BY_HEADER, [SERVED_BY])
         self._site = site
         site.metrics.inFlight.inc()
         super().requestReceived(command, path, version)
