@@ -29,11 +29,15 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-BACKENDS = ("async",)
+ROUTES = {
+    "async": ("async",),
+    "static": ("static", "rpy"),
+}
 """
-The services that exist, in start order; each has a C{webstack-NAME} plugin
-and a C{front.routes.NAME} route.
+The services that exist, in start order, each with the front routes it
+serves; each has a C{webstack-NAME} plugin.
 """
+BACKENDS = tuple(ROUTES)
 
 LOGGER = "webstack.runtime.logs.jsonLogger"
 TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
@@ -186,9 +190,10 @@ class LocalStack:
                 self.services[name] = ServiceProcess(name, self._env(own), self.echo)
             for name in self.backends:
                 port = self.services[name].waitListening(START_TIMEOUT)
-                overrides[f"WEBSTACK_FRONT_ROUTES_{name.upper()}_UPSTREAM"] = (
-                    f"127.0.0.1:{port}"
-                )
+                for route in ROUTES[name]:
+                    overrides[f"WEBSTACK_FRONT_ROUTES_{route.upper()}_UPSTREAM"] = (
+                        f"127.0.0.1:{port}"
+                    )
             if self.ephemeral:
                 overrides["WEBSTACK_FRONT_LISTEN"] = "tcp:0:interface=127.0.0.1"
             front = ServiceProcess("front", self._env(overrides), self.echo)

@@ -18,3 +18,9 @@ delayed = WebServiceMaker(
     "Asynchronous, Deferred-based, interrupted and logged delayed responses"
     " (Twisted Web in 60 seconds, seeds 000-003).",
 )
+static = WebServiceMaker(
+    "webstack-static",
+    "webstack.static.app",
+    "Static files (plain files only, nothing outside the root) and, for"
+    " learning, the seeds' .rpy scripts.",
+)

@@ -40,8 +40,25 @@ DEMOS: dict[str, Demo] = {
     ),
     "static": Demo(
         "Static files",
-        ("004 static files (twisted.web.static.File), rpy scripts",),
-        (("/static/", "the static site"),),
+        ("static files (twisted.web.static.File): plain files only, never outside the root",),
+        (
+            ("/static/", "the static site"),
+            ("/static/large.txt", "ask for a range: curl -r 0-99"),
+        ),
+    ),
+    "rpy": Demo(
+        "rpy scripts (for learning only)",
+        (
+            "the seeds' own way to run their examples (twistd -n web --path .);"
+            " each is re-run per request unless it calls cache()",
+        ),
+        (
+            ("/rpy/", "the scripts"),
+            ("/rpy/delay.rpy", "seed 001 as an .rpy"),
+            ("/rpy/interruptible.rpy", "seed 000 as an .rpy"),
+            ("/rpy/counter.rpy", "the session counter seed, which needs cache()"),
+        ),
+        note="Learning only: an .rpy is code the server runs; deploy modules.",
     ),
     "wsgi": Demo(
         "WSGI",

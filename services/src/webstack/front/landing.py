@@ -67,6 +67,7 @@ class LandingPage(Resource):
                     "prefix": route.prefix,
                     "title": demo.title,
                     "seeds": list(demo.seeds),
+                    "note": demo.note or None,
                     "examples": [{"path": p, "what": w} for p, w in demo.examples],
                     "state": state,
                     "summary": summary,
@@ -102,6 +103,8 @@ class LandingPage(Resource):
                 f'<section><h2>{escape(demo["title"])} <code>{escape(demo["prefix"])}</code></h2>'
                 f'<div class="{demo["state"]}">{escape(demo["summary"])}'
                 f'{" &mdash; " + replicas if replicas else ""}</div>'
-                f"<div><small>seeds: {seeds}</small></div><ul>{examples}</ul></section>"
+                f"<div><small>seeds: {seeds}</small></div>"
+                + (f'<div class="bad">{escape(demo["note"])}</div>' if demo["note"] else "")
+                + f"<ul>{examples}</ul></section>"
             )
         return _PAGE.format(sections="\n".join(sections)).encode("utf-8")

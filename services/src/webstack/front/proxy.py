@@ -38,6 +38,7 @@ from twisted.web.client import (
     ResponseFailed,
 )
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -229,6 +230,15 @@ class Exchange:
         request = self.request
         request.setResponseCode(response.code, response.phrase)
         useResponseHeaders(response.headers, request)
+        # Agent keeps Content-Length out of the headers; a known length is
+        # passed on (so the body is not re-chunked), except where the status
+        # or method means there is no body to measure.
+        if (
+            response.length is not UNKNOWN_LENGTH
+            and request.method != b"HEAD"
+            and response.code not in (204, 304)
+        ):
+            request.setHeader(b"content-length", b"%d" % (response.length,))
         self.forwarder = _BodyForwarder(self)
         response.deliverBody(self.forwarder)
 

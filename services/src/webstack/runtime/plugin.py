@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
+from twisted.python.filepath import FilePath
 from twisted.python.reflect import namedAny
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
@@ -52,6 +53,17 @@ class AppContext:
     settings: Any
     registry: CollectorRegistry
     health: Health
+    configDir: FilePath = field(default_factory=lambda: FilePath("config"))
+
+    def configPath(self, relative: str) -> FilePath:
+        """
+        A path from the settings: relative ones are taken from the directory
+        of C{stack.toml}, so C{root = "static"} is C{config/static} both on
+        a checkout and at C{/app/config} in a container.
+        """
+        if relative.startswith("/"):
+            return FilePath(relative)
+        return self.configDir.preauthChild(relative)
 
     def opsResources(self) -> dict[bytes, Resource]:
         """
@@ -72,14 +84,17 @@ class App:
     @ivar resource: the root of its resource tree.
     @ivar routes: the path prefixes its metrics are labelled by.
     @ivar children: services started and stopped with it (timers, pools).
-    @ivar stopHooks: called after the drain, last to first is not implied:
-        in order; each may return a Deferred.
+    @ivar stopHooks: called in order after the drain; each may return a
+        Deferred.
+    @ivar configureSite: called with the L{WebSite} once it is made, for a
+        service that needs its own session factory or request class.
     """
 
     resource: IResource
     routes: Sequence[str]
     children: Sequence[IService] = ()
     stopHooks: Sequence[Callable[[], Any]] = field(default_factory=list)
+    configureSite: Callable[[WebSite], None] | None = None
 
 
 def _fieldNames(cls: type) -> set[str]:
@@ -120,7 +135,11 @@ def loadServiceSettings(
 
 
 def buildService(
-    module, runtime: RuntimeSettings, settings: Any, reactor
+    module,
+    runtime: RuntimeSettings,
+    settings: Any,
+    reactor,
+    configDir: FilePath | None = None,
 ) -> WebService:
     """
     Assemble the running service: app, site, endpoint, drain.
@@ -134,6 +153,7 @@ def buildService(
         settings=settings,
         registry=registry,
         health=health,
+        configDir=configDir or FilePath("config"),
     )
     app = module.makeApp(context)
     site = WebSite(
@@ -148,6 +168,8 @@ def buildService(
         maxHeaders=runtime.max_headers,
         maxBodyBytes=runtime.max_body_bytes,
     )
+    if app.configureSite is not None:
+        app.configureSite(site)
     return WebService(
         name=f"webstack-{module.SECTION}",
         reactor=reactor,
@@ -193,6 +215,7 @@ class ServiceOptions(usage.Options):
                 module, document, environ, path
             )
             self.module = module
+            self.configDir = FilePath(os.path.abspath(path)).parent()
             # Check the listen description now too, not at start-up.
             from twisted.internet import reactor
 
@@ -220,4 +243,6 @@ class WebServiceMaker:
     def makeService(self, options: ServiceOptions) -> WebService:
         from twisted.internet import reactor
 
-        return buildService(options.module, options.runtime, options.settings, reactor)
+        return buildService(
+            options.module, options.runtime, options.settings, reactor, options.configDir
+        )

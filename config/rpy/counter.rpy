@@ -1,0 +1,37 @@
+# Seed 004, "storing objects in the session", as the seed runs it, with the
+# cache() call the seed says it needs: without it this file runs again on
+# every request, ICounter is a new interface each time, a new key in the
+# session, and the count never gets past 1.  (Try it: remove cache(), ask
+# twice with the same cookie.)  The module version, where the interface is
+# defined once because modules are imported once, is the session service.
+cache()
+
+from zope.interface import Attribute, Interface, implementer
+
+from twisted.python.components import registerAdapter
+from twisted.web.resource import Resource
+from twisted.web.server import Session
+
+
+class ICounter(Interface):
+    value = Attribute("An int value which counts up once per page view.")
+
+
+@implementer(ICounter)
+class Counter:
+    def __init__(self, session):
+        self.value = 0
+
+
+registerAdapter(Counter, Session, ICounter)
+
+
+class CounterResource(Resource):
+    def render_GET(self, request):
+        session = request.getSession()
+        counter = ICounter(session)
+        counter.value += 1
+        return b"Visit #%d for you!" % (counter.value,)
+
+
+resource = CounterResource()

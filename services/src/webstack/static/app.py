@@ -1,0 +1,60 @@
+# -*- test-case-name: webstack.tests.test_static -*-
+"""
+The static service (C{twistd -n webstack-static}): the site in
+C{config/static/} at C{/static/}, and, at C{/rpy/}, the seeds' own way of
+running their examples, C{.rpy} scripts, for learning.
+
+Stock C{twistd web --path DIR} serves a directory with the C{.rpy}, C{.epy}
+and C{.cgi} processors on, so any script dropped into it runs.  Here the
+site is plain files only (L{SafeFile}); scripts run only under C{/rpy/},
+from their own directory, which the landing page marks as a place to learn
+from, not a way to deploy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.web import script
+from twisted.web.resource import Resource
+
+from webstack.runtime.config import setting
+from webstack.runtime.files import SafeFile
+from webstack.runtime.plugin import App, AppContext
+
+SECTION = "static"
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: str = setting("static", help="the site, relative to stack.toml's directory")
+    listing: bool = setting(False, help="list directories that have no index.html")
+    cache_control: str = setting(
+        "public, max-age=300", help="Cache-Control of every file ('' for none)"
+    )
+    rpy_root: str = setting("rpy", help="the .rpy scripts served at /rpy/ ('' for none)")
+
+
+def makeApp(context: AppContext) -> App:
+    settings: Settings = context.settings
+    root = context.configPath(settings.root)
+    site = SafeFile(
+        root.path,
+        listing=settings.listing,
+        cacheControl=settings.cache_control.encode("ascii"),
+    )
+    tree = Resource()
+    tree.putChild(b"static", site)
+    routes = ["/static/"]
+    if settings.rpy_root:
+        # Learning only: .rpy files are Python run by the server.  Each is
+        # re-executed on every request unless it calls cache() (see the
+        # scripts' comments); a real module, as in the other services, is
+        # loaded once and can be tested.
+        scripts = SafeFile(context.configPath(settings.rpy_root).path, listing=True)
+        scripts.processors = {".rpy": script.ResourceScript}
+        tree.putChild(b"rpy", scripts)
+        routes.append("/rpy/")
+    for name, resource in context.opsResources().items():
+        tree.putChild(name, resource)
+    return App(resource=tree, routes=[*routes, "/healthz", "/readyz", "/metrics"])
