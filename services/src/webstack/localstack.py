@@ -32,6 +32,7 @@ from pathlib import Path
 ROUTES = {
     "async": ("async",),
     "static": ("static", "rpy"),
+    "wsgi": ("wsgi",),
 }
 """
 The services that exist, in start order, each with the front routes it

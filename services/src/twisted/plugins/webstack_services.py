@@ -24,3 +24,8 @@ static = WebServiceMaker(
     "Static files (plain files only, nothing outside the root) and, for"
     " learning, the seeds' .rpy scripts.",
 )
+wsgi = WebServiceMaker(
+    "webstack-wsgi",
+    "webstack.wsgi.app",
+    "WSGI applications on a thread pool of their own (seed 004).",
+)

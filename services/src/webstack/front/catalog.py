@@ -63,7 +63,12 @@ DEMOS: dict[str, Demo] = {
     "wsgi": Demo(
         "WSGI",
         ("004 WSGI (WSGIResource on its own thread pool)",),
-        (("/wsgi/", "the seed's hello application"),),
+        (
+            ("/wsgi/hello", "the seed's hello application"),
+            ("/wsgi/app/form", "a form that posts and echoes"),
+            ("/wsgi/app/environ", "the WSGI environment"),
+            ("/wsgi/app/slow?seconds=2", "hold a pool thread (see /metrics)"),
+        ),
     ),
     "cgi": Demo(
         "CGI",
