@@ -33,6 +33,7 @@ ROUTES = {
     "async": ("async",),
     "static": ("static", "rpy"),
     "wsgi": ("wsgi",),
+    "cgi": ("cgi",),
 }
 """
 The services that exist, in start order, each with the front routes it

@@ -29,3 +29,9 @@ wsgi = WebServiceMaker(
     "webstack.wsgi.app",
     "WSGI applications on a thread pool of their own (seed 004).",
 )
+cgi = WebServiceMaker(
+    "webstack-cgi",
+    "webstack.cgi.app",
+    "CGI scripts (CGIScript, FilteredScript; seed 004), guarded: no secrets in"
+    " their environment, stopped when the client leaves or time is up.",
+)

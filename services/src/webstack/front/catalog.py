@@ -73,7 +73,12 @@ DEMOS: dict[str, Demo] = {
     "cgi": Demo(
         "CGI",
         ("004 CGI (CGIScript, FilteredScript)",),
-        (("/cgi/date-example.sh", "the seed's date script"),),
+        (
+            ("/cgi/date-example.sh", "the seed's date script (CGIScript)"),
+            ("/cgi/date-filtered.sh", "the same through /bin/sh (FilteredScript)"),
+            ("/cgi/echo.py?a=1&b=<2>", "a Python CGI echoing its query, escaped"),
+            ("/cgi/hang.sh", "never answers: stopped, 504, at cgi.timeout"),
+        ),
     ),
     "auth": Demo(
         "HTTP authentication",
