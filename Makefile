@@ -32,9 +32,13 @@ PLATFORMS := $(foreach m,$(shell seq 5 36),--platform manylinux_2_$(m)_$(ARCH)) 
              --platform manylinux2014_$(ARCH) --platform manylinux2010_$(ARCH) \
              --platform manylinux1_$(ARCH)
 
+# Signs Digest challenges, the same for every auth replica; made once, kept
+# out of git.
+DIGEST_KEY := config/auth/digest.key
+
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-unit test-integration bench clean \
-        docker-check wheels images up down ps logs restart scale
+        docker-check wheels images up down ps logs restart scale user
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,7 +58,15 @@ $(VENV)/.installed: services/requirements.lock services/requirements-dev.lock
 
 venv: $(VENV)/.installed ## Create .venv from the lock files
 
-run: venv ## Run the whole stack as local processes (front on 127.0.0.1:8080)
+$(DIGEST_KEY):
+	@$(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
+	@echo "made $@ (the Digest key every auth replica shares)"
+
+user: venv ## Add a user or change a password: make user NAME=carol [PASSWORD=...]
+	@test -n "$(NAME)" || { echo "usage: make user NAME=name (the password is asked for, or taken from PASSWORD)"; exit 2; }
+	$(PY) -m webstack.auth.users set $(NAME)
+
+run: venv $(DIGEST_KEY) ## Run the whole stack as local processes (front on 127.0.0.1:8080)
 	$(PY) -m webstack.localstack
 
 test: venv ## Run every test (unit, integration over loopback)
@@ -90,7 +102,7 @@ images: docker-check wheels ## Build the service image (base image found, pulled
 	  echo "building webstack/service:dev from $$base" && \
 	  BASE_IMAGE=$$base $(COMPOSE) build --quiet front
 
-up: images ## Start the stack in containers; the front on 127.0.0.1:8080
+up: images $(DIGEST_KEY) ## Start the stack in containers; the front on 127.0.0.1:8080
 	$(COMPOSE) up -d --remove-orphans
 	@services/docker/wait-healthy.sh 180
 	@echo "webstack is up: http://$${WEBSTACK_PUBLISH:-127.0.0.1:8080}/  (make ps, make logs SERVICE=front, make down)"

@@ -153,3 +153,23 @@ def readAll(s: socket.socket, timeout=10) -> bytes:
             break
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def digestAuthorization(challenge: str, user: str, password: str, method: str, uri: str) -> str:
+    """
+    The Authorization header answering a Digest challenge (RFC 2617, qop=auth).
+    """
+    import hashlib
+    import re
+
+    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.split(" ", 1)[1]))
+    md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
+    ha1 = md5(f"{user}:{params['realm']}:{password}")
+    ha2 = md5(f"{method}:{uri}")
+    nc, cnonce = "00000001", "0a4f113b"
+    response = md5(f"{ha1}:{params['nonce']}:{nc}:{cnonce}:auth:{ha2}")
+    return (
+        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}",'
+        f' uri="{uri}", algorithm=MD5, response="{response}", opaque="{params["opaque"]}",'
+        f' qop=auth, nc={nc}, cnonce="{cnonce}"'
+    )

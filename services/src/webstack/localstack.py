@@ -34,6 +34,7 @@ ROUTES = {
     "static": ("static", "rpy"),
     "wsgi": ("wsgi",),
     "cgi": ("cgi",),
+    "auth": ("auth",),
 }
 """
 The services that exist, in start order, each with the front routes it
@@ -54,8 +55,8 @@ class ServiceProcess:
     One twistd process, its output relayed and remembered.
     """
 
-    def __init__(self, name: str, env: dict[str, str], echo: bool) -> None:
-        self.name = name
+    def __init__(self, name: str, env: dict[str, str], echo: bool, label: str = "") -> None:
+        self.name = label or name
         self.port: int | None = None
         self.lines: deque[str] = deque(maxlen=20000)
         self._listening = threading.Event()
@@ -160,6 +161,7 @@ class LocalStack:
         backends: tuple[str, ...] = BACKENDS,
         env: dict[str, str] | None = None,
         echo: bool = False,
+        replicas: dict[str, int] | None = None,
     ) -> None:
         root = Path(__file__).resolve().parents[3]
         self.config = config or os.environ.get("WEBSTACK_CONFIG") or str(
@@ -169,6 +171,7 @@ class LocalStack:
         self.backends = backends
         self.extraEnv = env or {}
         self.echo = echo
+        self.replicas = replicas or {}
         self.services: dict[str, ServiceProcess] = {}
 
     def _env(self, overrides: dict[str, str]) -> dict[str, str]:
@@ -186,15 +189,21 @@ class LocalStack:
         try:
             overrides: dict[str, str] = {}
             for name in self.backends:
-                own = {}
-                if self.ephemeral:
-                    own[f"WEBSTACK_{name.upper()}_LISTEN"] = "tcp:0:interface=127.0.0.1"
-                self.services[name] = ServiceProcess(name, self._env(own), self.echo)
+                for replica in self.replicaNames(name):
+                    own = {}
+                    if self.ephemeral or replica != name:
+                        own[f"WEBSTACK_{name.upper()}_LISTEN"] = "tcp:0:interface=127.0.0.1"
+                    self.services[replica] = ServiceProcess(
+                        name, self._env(own), self.echo, label=replica
+                    )
             for name in self.backends:
-                port = self.services[name].waitListening(START_TIMEOUT)
+                ports = [
+                    self.services[r].waitListening(START_TIMEOUT)
+                    for r in self.replicaNames(name)
+                ]
                 for route in ROUTES[name]:
-                    overrides[f"WEBSTACK_FRONT_ROUTES_{route.upper()}_UPSTREAM"] = (
-                        f"127.0.0.1:{port}"
+                    overrides[f"WEBSTACK_FRONT_ROUTES_{route.upper()}_UPSTREAM"] = ",".join(
+                        f"127.0.0.1:{port}" for port in ports
                     )
             if self.ephemeral:
                 overrides["WEBSTACK_FRONT_LISTEN"] = "tcp:0:interface=127.0.0.1"
@@ -203,11 +212,18 @@ class LocalStack:
             front.waitListening(START_TIMEOUT)
             waitReady(self.url("front", "/-/readyz"), START_TIMEOUT)
             for name in self.backends:
-                waitReady(self.url(name, "/readyz"), START_TIMEOUT)
+                for replica in self.replicaNames(name):
+                    waitReady(self.url(replica, "/readyz"), START_TIMEOUT)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def replicaNames(self, name: str) -> list[str]:
+        """
+        C{name}, then C{name-2}, C{name-3}... for each extra replica.
+        """
+        return [name] + [f"{name}-{n}" for n in range(2, self.replicas.get(name, 1) + 1)]
 
     def url(self, service: str, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.services[service].port}{path}"
@@ -216,7 +232,7 @@ class LocalStack:
         """
         SIGTERM every process, front first, and wait.  Returns exit statuses.
         """
-        order = ["front", *reversed(self.backends)]
+        order = ["front", *reversed([r for n in self.backends for r in self.replicaNames(n)])]
         for name in order:
             if name in self.services:
                 self.services[name].terminate()

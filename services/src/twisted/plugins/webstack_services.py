@@ -35,3 +35,9 @@ cgi = WebServiceMaker(
     "CGI scripts (CGIScript, FilteredScript; seed 004), guarded: no secrets in"
     " their environment, stopped when the client leaves or time is up.",
 )
+auth = WebServiceMaker(
+    "webstack-auth",
+    "webstack.auth.app",
+    "HTTP Basic and Digest authentication with a per-user realm (seed 004),"
+    " hashed passwords, throttled failures.",
+)

@@ -18,7 +18,8 @@ from html import escape
 
 from prometheus_client import Counter
 from twisted.python.filepath import FilePath, InsecurePath
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 
 from webstack.runtime.config import ConfigError, setting
 from webstack.runtime.plugin import App, AppContext
@@ -91,7 +92,7 @@ class ScriptDirectory(Resource):
             script = self.runnable(name.decode("utf-8"))
         except UnicodeDecodeError:
             script = None
-        return script if script is not None else NoResource("No such script.")
+        return script if script is not None else notFound("No such script", "Nothing here may run.")
 
     def render_GET(self, request):
         names = sorted(p.basename() for p in self.root.children())

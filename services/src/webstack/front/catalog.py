@@ -83,7 +83,9 @@ DEMOS: dict[str, Demo] = {
     "auth": Demo(
         "HTTP authentication",
         ("004 HTTP authentication (guard, Basic and Digest, a per-user realm)",),
-        (("/auth/", "alice's or bob's public_html"),),
+        (
+            ("/auth/", "log in as alice (wonderland-2026) or bob (builder-2026)"),
+        ),
     ),
     "session": Demo(
         "Sessions",

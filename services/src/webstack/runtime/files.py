@@ -24,7 +24,7 @@ from __future__ import annotations
 import mimetypes
 
 from twisted.python.filepath import FilePath
-from twisted.web import http, static
+from twisted.web import http, pages, static
 from twisted.web.resource import EncodingResourceWrapper
 from twisted.web.server import GzipEncoderFactory
 
@@ -61,6 +61,8 @@ class SafeFile(static.File):
 
     indexNames = ["index.html"]
     processors: dict = {}
+    childNotFound = pages.notFound("Not found", "No such file.")
+    forbidden = pages.forbidden("Forbidden", "This directory has no index.")
 
     def __init__(
         self,

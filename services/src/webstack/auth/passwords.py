@@ -1,0 +1,136 @@
+# -*- test-case-name: webstack.tests.test_auth_units -*-
+"""
+Password files that hold no password: Apache's C{htpasswd} with bcrypt hashes
+(for Basic) and C{htdigest} with HA1 hashes (for Digest), and the two
+L{ICredentialsChecker}s that read them.
+
+The seed's L{FilePasswordDB} keeps passwords in plain text, and with a hash
+function it can check only Basic; Digest needs the server to know
+C{MD5(user:realm:password)}, which is exactly what an C{htdigest} file
+stores.  bcrypt is slow on purpose, so it runs on a thread, never on the
+reactor; an unknown user costs a bcrypt check too, so timing tells nothing.
+Both files are read again when they change, so C{make user} takes effect at
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+
+import bcrypt
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernameDigestHash, IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(12))
+
+
+class WatchedFile:
+    """
+    The parsed lines of a C{name:...} file, read again when it changes.
+    """
+
+    def __init__(self, path: str, parse: Callable[[list[str]], tuple[str, ...]]) -> None:
+        self.path = path
+        self._parse = parse
+        self._stamp: tuple[int, int] | None = None
+        self._entries: dict[str, tuple[str, ...]] = {}
+
+    def entries(self) -> dict[str, tuple[str, ...]]:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._entries = None, {}
+            return self._entries
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            entries = {}
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    line = line.strip()
+                    if not line or line.startswith("#"):
+                        continue
+                    name, *rest = line.split(":")
+                    entries[name] = self._parse(rest)
+            self._stamp, self._entries = stamp, entries
+        return self._entries
+
+
+def htdigestHash(user: str, realm: str, password: str) -> str:
+    """
+    HA1 of RFC 2617: what an htdigest file stores.
+    """
+    return hashlib.md5(f"{user}:{realm}:{password}".encode("utf-8")).hexdigest()
+
+
+def bcryptHash(password: str, rounds: int = 12) -> str:
+    """
+    An htpasswd bcrypt hash, with Apache's C{$2y$} prefix.
+    """
+    hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode()
+    return "$2y$" + hashed[4:]
+
+
+@implementer(ICredentialsChecker)
+class HtpasswdChecker:
+    """
+    Basic credentials against an htpasswd file of bcrypt hashes.
+
+    @param inThread: runs a function on a thread and returns a Deferred of
+        its result (L{twisted.internet.threads.deferToThreadPool}, bound).
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, path: str, inThread: Callable[..., Deferred]) -> None:
+        self._file = WatchedFile(path, lambda rest: (":".join(rest),))
+        self._inThread = inThread
+
+    def requestAvatarId(self, credentials):
+        username = credentials.username
+        name = username.decode("utf-8", "replace") if isinstance(username, bytes) else username
+        password = credentials.password
+        if isinstance(password, str):
+            password = password.encode("utf-8")
+        entry = self._file.entries().get(name)
+        hashed = entry[0].encode("ascii") if entry else _DUMMY_HASH
+
+        def checked(ok):
+            if ok and entry is not None:
+                return name
+            raise UnauthorizedLogin("bad user name or password")
+
+        return self._inThread(_checkBcrypt, password, hashed).addCallback(checked)
+
+
+def _checkBcrypt(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:
+        return False
+
+
+@implementer(ICredentialsChecker)
+class HtdigestChecker:
+    """
+    Digest credentials against an htdigest file of HA1 hashes for one realm.
+    """
+
+    credentialInterfaces = (IUsernameDigestHash,)
+
+    def __init__(self, path: str, realm: str) -> None:
+        self._file = WatchedFile(path, tuple)
+        self._realm = realm
+
+    def requestAvatarId(self, credentials):
+        username = credentials.username
+        name = username.decode("utf-8", "replace") if isinstance(username, bytes) else username
+        entry = self._file.entries().get(name)
+        if entry and len(entry) == 2 and entry[0] == self._realm:
+            if credentials.checkHash(entry[1].encode("ascii")):
+                return succeed(name)
+        return fail(UnauthorizedLogin("bad user name or password"))
