@@ -35,6 +35,7 @@ ROUTES = {
     "wsgi": ("wsgi",),
     "cgi": ("cgi",),
     "auth": ("auth",),
+    "session": ("session",),
 }
 """
 The services that exist, in start order, each with the front routes it

@@ -41,3 +41,9 @@ auth = WebServiceMaker(
     "HTTP Basic and Digest authentication with a per-user realm (seed 004),"
     " hashed passwords, throttled failures.",
 )
+session = WebServiceMaker(
+    "webstack-session",
+    "webstack.sessions.app",
+    "Sessions: basics, objects stored by adaptation, endings (seed 004), with"
+    " sliding expiry and HttpOnly/SameSite cookies.",
+)

@@ -94,6 +94,11 @@ DEMOS: dict[str, Demo] = {
             "004 storing objects in the session (ICounter adapter)",
             "004 session endings (sessionTimeout, notifyOnExpire)",
         ),
-        (("/session/", "your session id"),),
+        (
+            ("/session/", "your session id"),
+            ("/session/counter", "a visit counter kept in the session (ICounter)"),
+            ("/session/logme", "logs your session's expiry"),
+            ("/session/expire", "end your session now"),
+        ),
     ),
 }

@@ -23,7 +23,10 @@ C{RuntimeError} finishing a request whose connection is gone.  Here:
     retried); with no replica left, or a reset after sending, the answer is
     C{502}; no response head within the route's timeout is a C{504};
   - a body that breaks off upstream is not passed off as complete: the
-    client connection is aborted, so the client sees the truncation.
+    client connection is aborted, so the client sees the truncation;
+  - on a route with a C{sticky_cookie}, a request carrying that cookie goes
+    to the replica whose response set it (sessions live in one replica's
+    memory).
 """
 
 from __future__ import annotations
@@ -166,7 +169,14 @@ class Exchange:
     # Sending.
 
     def start(self) -> None:
-        replica = self.proxy.replicas.pick(exclude=self.tried)
+        replica = None
+        sticky = self.proxy.route.sticky_cookie.encode("ascii")
+        if sticky:
+            value = self.request.getCookie(sticky)
+            if value:
+                replica = self.proxy.replicas.affinity(value, exclude=self.tried)
+        if replica is None:
+            replica = self.proxy.replicas.pick(exclude=self.tried)
         if replica is None:
             self._end("no_replica")
             replicas = self.proxy.replicas.replicas
@@ -228,6 +238,13 @@ class Exchange:
             self.proxy.reactor.seconds() - self._sentAt
         )
         request = self.request
+        sticky = self.proxy.route.sticky_cookie.encode("ascii")
+        if sticky and self.replica is not None:
+            for cookie in response.headers.getRawHeaders(b"set-cookie", []):
+                name, _, rest = cookie.partition(b"=")
+                if name.strip() == sticky:
+                    value = rest.split(b";", 1)[0].strip()
+                    self.proxy.replicas.remember(value, self.replica)
         request.setResponseCode(response.code, response.phrase)
         useResponseHeaders(response.headers, request)
         # Agent keeps Content-Length out of the headers; a known length is

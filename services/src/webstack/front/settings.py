@@ -31,6 +31,9 @@ class RouteSettings:
     timeout: float = setting(
         30.0, minimum=0.1, maximum=3600, help="seconds to the upstream's response head"
     )
+    sticky_cookie: str = setting(
+        "", help="keep a client whose request has this cookie on the replica that set it"
+    )
     name: str = ""
 
     def targets(self) -> list[tuple[str, int]]:

@@ -23,6 +23,7 @@ outright keeps the replicas known.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -84,10 +85,13 @@ def resolveAll(reactor, host: str, port: int) -> Deferred[list[str]]:
 
 class ReplicaSet:
     """
-    The replicas of one upstream, resolved from its targets.
+    The replicas of one upstream, resolved from its targets, and which
+    replica holds which sticky key (a session cookie's value), the most
+    recently used C{affinityLimit} of them.
     """
 
     log = Logger()
+    affinityLimit = 100_000
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class ReplicaSet:
         self._reactor = reactor
         self._ejectSeconds = ejectSeconds
         self.replicas: list[Replica] = []
+        self._affinity: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._turn = 0
         self.resolved = False
         if all(isIPAddress(h) or isIPv6Address(h) for h, _ in self.targets):
@@ -165,6 +170,30 @@ class ReplicaSet:
         self._turn = (self._turn + 1) % len(available)
         rotated = available[self._turn :] + available[: self._turn]
         return min(rotated, key=lambda r: r.inFlight)
+
+    def remember(self, key: bytes, replica: Replica) -> None:
+        """
+        Send later requests carrying C{key} to C{replica}.
+        """
+        self._affinity[key] = (replica.host, replica.port)
+        self._affinity.move_to_end(key)
+        while len(self._affinity) > self.affinityLimit:
+            self._affinity.popitem(last=False)
+
+    def affinity(self, key: bytes, exclude: Iterable[Replica] = ()) -> Replica | None:
+        """
+        The available replica remembered for C{key}, if any.
+        """
+        where = self._affinity.get(key)
+        if where is None:
+            return None
+        self._affinity.move_to_end(key)
+        now = self._reactor.seconds()
+        excluded = set(map(id, exclude))
+        for replica in self.replicas:
+            if (replica.host, replica.port) == where and id(replica) not in excluded:
+                return replica if replica.available(now) else None
+        return None
 
     def eject(self, replica: Replica, reason: str) -> None:
         """

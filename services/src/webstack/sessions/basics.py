@@ -1,0 +1,28 @@
+# -*- test-case-name: webstack.tests.test_sessions -*-
+"""
+Seed 004, "session basics": C{request.getSession()} and its C{uid}, and
+C{session.expire()}.
+
+Served at C{/session/} (your session id) and C{/session/expire}.  The same
+as the seed but for bytes; the session's cookie flags and its sliding expiry
+are the service's (L{webstack.sessions.request}).
+"""
+
+from twisted.web.resource import Resource
+
+
+class ShowSession(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"Your session id is: " + request.getSession().uid
+
+
+class ExpireSession(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.getSession().expire()
+        return b"Your session has been expired."
