@@ -79,14 +79,52 @@ def test_upStartsEveryServiceHealthyBehindTheFront(stack):
         "ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
         "--format", "{{.Label \"com.docker.compose.service\"}} {{.Status}}",
     ).splitlines()
-    assert sorted(s.split()[0] for s in states) == ["async", "front"]
+    assert sorted(s.split()[0] for s in states) == [
+        "async", "auth", "cgi", "front", "session", "static", "wsgi"
+    ]
     assert all("(healthy)" in s for s in states)
-    response, body = request(stack, "GET", "/async/delay?seconds=0")
-    assert response.status == 200 and b"Sorry to keep you waiting." in body
     demos = {d["route"]: d for d in getJSON(stack, "/")["demos"]}
-    assert demos["async"]["state"] == "ok"
+    assert {name for name, d in demos.items() if d["state"] == "ok"} == {
+        "async", "static", "rpy", "wsgi", "cgi", "auth", "session"
+    }
     response, _ = request(stack, "GET", "/-/readyz")
     assert response.status == 200
+
+
+def test_everyDemoAnswersThroughThePublishedFront(stack):
+    response, body = request(stack, "GET", "/async/delay?seconds=0")
+    assert response.status == 200 and b"Sorry to keep you waiting." in body
+    response, body = request(stack, "GET", "/static/")
+    assert response.status == 200 and b"Static files" in body
+    response, body = request(stack, "GET", "/wsgi/hello")
+    assert body == b"Hello, world!"
+    response, body = request(stack, "GET", "/cgi/date-example.sh")
+    assert response.status == 200 and response.headers["Content-Type"] == "text/plain"
+    response, body = request(stack, "GET", "/cgi/date-filtered.sh")
+    assert body.startswith(b"run by a FilteredScript")
+
+
+def test_cookiesAndAuthWorkThroughTheContainers(stack):
+    import base64
+
+    from .support import digestAuthorization
+
+    response, _ = request(stack, "GET", "/auth/")
+    assert response.status == 401
+    basic = base64.b64encode(b"alice:wonderland-2026").decode()
+    response, body = request(stack, "GET", "/auth/", headers={"Authorization": f"Basic {basic}"})
+    assert response.status == 200 and b"alice's public_html" in body
+    challenge = request(stack, "GET", "/auth/")[0].headers.get_all("WWW-Authenticate")[1]
+    header = digestAuthorization(challenge, "bob", "builder-2026", "GET", "/auth/")
+    response, body = request(stack, "GET", "/auth/", headers={"Authorization": header})
+    assert response.status == 200 and b"bob's public_html" in body
+
+    response, body = request(stack, "GET", "/session/counter")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    jar = cookie.split(";")[0]
+    response, body = request(stack, "GET", "/session/counter", headers={"Cookie": jar})
+    assert body == b"Visit #2 for you!"
 
 
 def test_onlyTheFrontIsPublishedAndOnLoopback(stack):
@@ -94,7 +132,8 @@ def test_onlyTheFrontIsPublishedAndOnLoopback(stack):
                    "--format", "{{.Label \"com.docker.compose.service\"}} {{.Ports}}")
     published = {line.split()[0]: line.split(" ", 1)[1] if " " in line else "" for line in ports.splitlines()}
     assert published["front"].startswith(f"127.0.0.1:{PORT}->")
-    assert "->" not in published["async"]
+    for service in ("async", "static", "wsgi", "cgi", "auth", "session"):
+        assert "->" not in published[service]
 
 
 def test_aClientAbortThroughTheContainerizedFrontCancelsTheBackendWork(stack):
