@@ -9,6 +9,16 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/services/src
 export WEBSTACK_CONFIG ?= $(CURDIR)/config/stack.toml
 
+# The load generator's own environment (locust must never share a process
+# with a service), and the knobs of `make load` (empty: config/locust.conf).
+LOADVENV ?= .venv-load
+USERS ?=
+SPAWN ?=
+DURATION ?=
+SCENARIO ?= mixed
+WORKERS ?= 0
+HOST ?=
+
 # Benchmark knobs (see README, "Benchmarks").
 BENCH_OUT ?= bench-results
 BENCH_CONCURRENCY ?= 5000
@@ -37,7 +47,7 @@ PLATFORMS := $(foreach m,$(shell seq 5 36),--platform manylinux_2_$(m)_$(ARCH)) 
 DIGEST_KEY := config/auth/digest.key
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit test-integration bench clean \
+.PHONY: help venv venv-load load load-ui run test test-unit test-integration bench clean \
         docker-check wheels images up down ps logs restart scale user
 
 help: ## List the targets
@@ -58,6 +68,24 @@ $(VENV)/.installed: services/requirements.lock services/requirements-dev.lock
 
 venv: $(VENV)/.installed ## Create .venv from the lock files
 
+$(LOADVENV)/.installed: loadtest/requirements.lock $(VENV)/.installed
+	rm -rf $(LOADVENV)
+	$(PYTHON) -m venv $(LOADVENV)
+	$(LOADVENV)/bin/pip install --quiet --disable-pip-version-check -r loadtest/requirements.lock
+	@touch $@
+
+venv-load: $(LOADVENV)/.installed ## Create .venv-load (locust) from its lock file
+
+LOAD_ARGS = $(if $(HOST),--host $(HOST)) $(if $(USERS),--users $(USERS)) \
+            $(if $(SPAWN),--spawn-rate $(SPAWN)) $(if $(DURATION),--duration $(DURATION)) \
+            --scenario $(SCENARIO) --workers $(WORKERS)
+
+load: venv-load ## Headless load run against the stack: USERS= SPAWN= DURATION= SCENARIO= WORKERS= HOST=
+	$(LOADVENV)/bin/python loadtest/run.py $(LOAD_ARGS)
+
+load-ui: venv-load ## locust's web UI on http://127.0.0.1:8089 against the stack
+	$(LOADVENV)/bin/python loadtest/run.py --ui $(LOAD_ARGS)
+
 $(DIGEST_KEY):
 	@$(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
 	@echo "made $@ (the Digest key every auth replica shares)"
@@ -69,20 +97,20 @@ user: venv ## Add a user or change a password: make user NAME=carol [PASSWORD=..
 run: venv $(DIGEST_KEY) ## Run the whole stack as local processes (front on 127.0.0.1:8080)
 	$(PY) -m webstack.localstack
 
-test: venv ## Run every test (unit, integration over loopback)
-	$(PY) -m pytest services/tests
+test: venv venv-load ## Run every test (unit, loopback, load smoke, containers)
+	$(PY) -m pytest
 
 test-unit: venv ## Only the in-memory tests
-	$(PY) -m pytest services/tests -m "not integration"
+	$(PY) -m pytest -m "not integration and not compose"
 
-test-integration: venv ## Only the tests over real sockets and processes
-	$(PY) -m pytest services/tests -m integration
+test-integration: venv venv-load ## Only the tests over real sockets and processes
+	$(PY) -m pytest -m integration
 
 bench: venv ## Benchmark front vs direct vs stock proxy; writes $(BENCH_OUT)/
 	$(PY) -m webstack.bench --out $(BENCH_OUT) --concurrency $(BENCH_CONCURRENCY) --duration $(BENCH_DURATION)
 
-clean: ## Remove the virtual environment, wheels and results
-	rm -rf $(VENV) $(BENCH_OUT) .pytest_cache build
+clean: ## Remove the virtual environments, wheels and results
+	rm -rf $(VENV) $(LOADVENV) $(BENCH_OUT) .pytest_cache build reports
 
 docker-check:
 	@docker info >/dev/null 2>&1 || { echo "make up needs a running Docker engine and none answers here: 'make run' starts the same stack as local processes"; exit 1; }
