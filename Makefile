@@ -18,6 +18,7 @@ DURATION ?=
 SCENARIO ?= mixed
 WORKERS ?= 0
 HOST ?=
+LOAD_WORKERS = $(if $(filter-out 0,$(WORKERS)),$(WORKERS),2)
 
 # Benchmark knobs (see README, "Benchmarks").
 BENCH_OUT ?= bench-results
@@ -48,7 +49,7 @@ DIGEST_KEY := config/auth/digest.key
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-load load load-ui run test test-unit test-integration bench clean \
-        docker-check wheels images up down ps logs restart scale user
+        docker-check wheels images up down ps logs restart scale user load-compose
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -125,6 +126,24 @@ $(WHEELS)/.done: services/requirements.lock $(VENV)/.installed
 	  -d $(WHEELS) -r services/requirements.lock
 	@touch $@
 
+build/wheels-load/.done: loadtest/requirements.lock $(VENV)/.installed
+	rm -rf build/wheels-load && mkdir -p build/wheels-load
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
+	  --python-version 3.11 --implementation cp --abi cp311 $(PLATFORMS) \
+	  -d build/wheels-load -r loadtest/requirements.lock
+	@touch $@
+
+export LOAD_UID := $(shell id -u)
+export LOAD_GID := $(shell id -g)
+
+load-compose: docker-check build/wheels-load/.done ## locust master + WORKERS (default 2) worker containers against `make up`
+	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
+	  BASE_IMAGE=$$base $(COMPOSE) --profile load build --quiet locust-master
+	@mkdir -p reports
+	WORKERS=$(LOAD_WORKERS) $(COMPOSE) --profile load up --scale locust-worker=$(LOAD_WORKERS) \
+	  --exit-code-from locust-master locust-master locust-worker; \
+	  status=$$?; $(COMPOSE) --profile load rm -fsv locust-master locust-worker >/dev/null 2>&1; exit $$status
+
 images: docker-check wheels ## Build the service image (base image found, pulled or made first)
 	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
 	  echo "building webstack/service:dev from $$base" && \
@@ -136,7 +155,7 @@ up: images $(DIGEST_KEY) ## Start the stack in containers; the front on 127.0.0.
 	@echo "webstack is up: http://$${WEBSTACK_PUBLISH:-127.0.0.1:8080}/  (make ps, make logs SERVICE=front, make down)"
 
 down: docker-check ## Stop and remove every container, network and volume of the stack
-	$(COMPOSE) down --remove-orphans --volumes --timeout 20
+	$(COMPOSE) --profile load down --remove-orphans --volumes --timeout 20
 
 ps: docker-check ## List the stack's containers and their health
 	$(COMPOSE) ps

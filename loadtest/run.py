@@ -67,8 +67,9 @@ def main(argv=None) -> int:
             command += [flag, value]
     if args.ui:
         command += ["--web-host", "127.0.0.1"]
-        if not args.duration:
-            command += ["--stop-after", "0"]  # the UI's Stop button ends it
+    if (args.ui or args.scenario == "step") and not args.duration:
+        # The UI's Stop button, or the step shape, ends the run.
+        command += ["--stop-after", "0"]
     else:
         command += ["--headless"]
     if args.workers:
