@@ -80,7 +80,7 @@ def _options(parser):
     add("--lateness-threshold-ms", type=float, default=100.0, env_var="WEBSTACK_LATENESS_THRESHOLD_MS",
         help="step scenario: stop where lateness p99 crosses this")
     add("--step-users", type=int, default=100, env_var="WEBSTACK_STEP_USERS")
-    add("--step-seconds", type=float, default=10.0, env_var="WEBSTACK_STEP_SECONDS")
+    add("--step-seconds", type=float, default=20.0, env_var="WEBSTACK_STEP_SECONDS")
     add("--step-max-users", type=int, default=10000, env_var="WEBSTACK_STEP_MAX_USERS")
 
 
@@ -394,6 +394,7 @@ class Run:
             "errors": errors,
             "cancellation": cancellation,
             "step_threshold_users": getattr(self.environment, "webstackThresholdUsers", None),
+            "steps": getattr(self.environment, "webstackSteps", []),
             "settings": {
                 k: getattr(opts, k, None)
                 for k in SETTINGS_SHOWN
@@ -426,6 +427,8 @@ def _init(environment, **kwargs):
     if environment.parsed_options is not None:
         applyWeights(environment.parsed_options.weights)
     environment.webstackRun = None
+    environment.webstackSteps = []
+    environment.webstackStop = lambda: stopGracefully(environment)
 
 
 @events.test_start.add_listener
@@ -442,14 +445,24 @@ def _testStart(environment, **kwargs):
 
 def _endRun(environment, after: float) -> None:
     gevent.sleep(after)
+    stopGracefully(environment)
+    environment.runner.quit()
+
+
+def stopGracefully(environment) -> None:
+    """
+    Stop the users (each finishes its task within stop-timeout), workers
+    included, which fires test_stop and so the final accounting; then tell
+    the workers to quit.  locust's own --run-time and shape endings quit a
+    distributed master before its workers have stopped.
+    """
     runner = environment.runner
     workers = [w.id for w in runner.clients.all] if isinstance(runner, MasterRunner) else []
-    runner.stop()  # workers too; each finishes its task within stop-timeout
+    runner.stop()
     # A worker that reported it stopped is no longer one of the master's
     # clients, so quit() would not reach it: tell each one directly.
     for worker in workers:
         runner.server.send_to_client(Message("quit", None, worker))
-    runner.quit()
 
 
 @events.test_stop.add_listener

@@ -67,11 +67,11 @@ def main(argv=None) -> int:
             command += [flag, value]
     if args.ui:
         command += ["--web-host", "127.0.0.1"]
+    else:
+        command += ["--headless"]
     if (args.ui or args.scenario == "step") and not args.duration:
         # The UI's Stop button, or the step shape, ends the run.
         command += ["--stop-after", "0"]
-    else:
-        command += ["--headless"]
     if args.workers:
         command += ["--processes", str(args.workers)]
     command += args.extra + SCENARIOS[args.scenario]

@@ -63,8 +63,17 @@ def table(summary: dict) -> str:
         f" unaccounted {a['unaccounted']})",
         f"  work done after an abort     {a['completed_after_abort']}",
     ]
-    if summary.get("step_threshold_users") is not None:
-        lines.append(f"  lateness threshold crossed at {summary['step_threshold_users']} users")
+    if summary.get("steps"):
+        threshold = summary["settings"].get("lateness_threshold_ms")
+        best = summary.get("step_threshold_users")
+        for step in summary["steps"]:
+            lines.append(f"  step: {step['users']:>6} users, lateness p99 {step['lateness_p99_ms']} ms")
+        if best is None:
+            lines.append(f"  lateness p99 stayed within {threshold} ms up to the last step")
+        elif best == 0:
+            lines.append(f"  lateness p99 was over {threshold} ms from the first step")
+        else:
+            lines.append(f"  most users with lateness p99 within {threshold} ms: {best}")
     for kind, count in summary["errors"].items():
         lines.append(f"  error x{count}: {kind}")
     lines.append(f"  verdict                      {'PASS' if summary['passed'] else 'FAIL: ' + '; '.join(summary['broken'])}")

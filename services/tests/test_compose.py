@@ -227,6 +227,21 @@ def test_aScaledServiceHasEveryReplicaServing(stack):
         make("scale", "SERVICE=async", "N=1")
 
 
+def test_locustRunsDistributedInContainers(stack):
+    """
+    The compose "load" profile: a locust master and two worker containers
+    against the containerized front; every abort is cancelled.
+    """
+    before = set((ROOT / "reports").glob("*")) if (ROOT / "reports").exists() else set()
+    make("load-compose", "WORKERS=2", "USERS=16", "SPAWN=16", "DURATION=6s")
+    [report] = set((ROOT / "reports").glob("*")) - before
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["passed"] and summary["failures"] == 0
+    books = summary["cancellation"]
+    assert books["aborts_sent"] > 0 and books["cancellations_observed"] == books["aborts_sent"]
+    assert containers("locust-master", all=True) == []
+
+
 def test_downLeavesNothingBehind(stack):
     make("down")
     assert containers(all=True) == []
