@@ -5,7 +5,6 @@ line a bad value stops start-up with.
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ slowloris client, which must be slow to be one.
 """
 
 import json
-import signal
 import socket
 import time
 
@@ -400,7 +399,7 @@ def test_aReplicaThatRefusesIsEjectedAndItsRequestsRetried(world):
     retried on the other replica, so clients see no error, and it is then
     left out.
     """
-    front, doomed, echo2 = world["front"], world["doomed"], world["echo2"]
+    front, doomed = world["front"], world["doomed"]
     waitFor(
         lambda: any(
             r["probe"] == "ok" and r["address"].endswith(f":{doomed.port}")

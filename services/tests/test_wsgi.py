@@ -6,7 +6,6 @@ that raises (500, logged, the service stays up).
 
 import json
 import threading
-import time
 from urllib.parse import urlencode
 
 import pytest

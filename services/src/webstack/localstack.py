@@ -100,10 +100,13 @@ class ServiceProcess:
 
     def waitListening(self, timeout: float) -> int:
         if not self._listening.wait(timeout) or self.port is None:
+            try:
+                status = self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                status = "still running"
             tail = "\n".join(list(self.lines)[-15:])
             raise RuntimeError(
-                f"webstack-{self.name} did not start listening"
-                f" (exit status {self.process.poll()}):\n{tail}"
+                f"webstack-{self.name} did not start listening (exit status {status}):\n{tail}"
             )
         return self.port
 
@@ -260,10 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    stopping = threading.Event()
+    # A signal handler must not touch a lock (a second signal arriving
+    # inside Event.set() would wait on the lock the first one holds): it
+    # only sets a flag, which the loop below reads.
+    stopping = []
 
     def onSignal(signum, frame):
-        stopping.set()
+        stopping.append(signum)
 
     signal.signal(signal.SIGINT, onSignal)
     signal.signal(signal.SIGTERM, onSignal)
@@ -281,13 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         "  Ctrl-C stops every service.\n",
         flush=True,
     )
-    while not stopping.is_set():
+    while not stopping:
         for name, service in stack.services.items():
             status = service.process.poll()
             if status is not None:
                 sys.stderr.write(f"webstack: {name} exited with status {status}\n")
-                stopping.set()
-        stopping.wait(0.5)
+                stopping.append(None)
+        time.sleep(0.2)
     statuses = stack.stop()
     print(f"webstack stopped: {statuses}", flush=True)
     return 0 if all(s == 0 for s in statuses.values()) else 1

@@ -213,6 +213,5 @@ def makeApp(context: AppContext) -> App:
     )
     root = Resource()
     root.putChild(b"auth", ThrottledGuard(wrapper, throttle, proxies, metrics))
-    for name, resource in context.opsResources().items():
-        root.putChild(name, resource)
+    context.mountOps(root)
     return App(resource=root, routes=["/auth/", "/healthz", "/readyz", "/metrics"])

@@ -132,6 +132,5 @@ def makeApp(context: AppContext) -> App:
     )
     root = Resource()
     root.putChild(b"cgi", scripts)
-    for name, resource in context.opsResources().items():
-        root.putChild(name, resource)
+    context.mountOps(root)
     return App(resource=root, routes=["/cgi/", "/healthz", "/readyz", "/metrics"])

@@ -74,8 +74,7 @@ def makeApp(context: AppContext) -> App:
 
     root = Resource()
     root.putChild(SECTION.encode(), demos)
-    for name, resource in context.opsResources().items():
-        root.putChild(name, resource)
+    context.mountOps(root)
     routes = [f"/{SECTION}/{name.decode()}" for name in ENDPOINTS]
     return App(
         resource=root,

@@ -182,8 +182,7 @@ def makeApp(context: AppContext) -> App:
         for route in settings.routes
     ]
     ops = Resource()
-    for name, resource in context.opsResources().items():
-        ops.putChild(name, resource)
+    context.mountOps(ops)
 
     def upstreamsKnown():
         missing = [

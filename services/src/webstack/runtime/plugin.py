@@ -75,6 +75,14 @@ class AppContext:
             b"metrics": MetricsResource(self.registry),
         }
 
+    def mountOps(self, parent: Resource) -> Resource:
+        """
+        Put the L{opsResources} under C{parent}; return C{parent}.
+        """
+        for name, resource in self.opsResources().items():
+            parent.putChild(name, resource)
+        return parent
+
 
 @dataclass
 class App:

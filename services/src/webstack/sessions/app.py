@@ -68,8 +68,7 @@ def makeApp(context: AppContext) -> App:
     sessions.putChild(b"logme", ExpirationLogger())
     root = Resource()
     root.putChild(b"session", sessions)
-    for name, resource in context.opsResources().items():
-        root.putChild(name, resource)
+    context.mountOps(root)
     return App(
         resource=root,
         routes=[

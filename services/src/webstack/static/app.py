@@ -55,6 +55,5 @@ def makeApp(context: AppContext) -> App:
         scripts.processors = {".rpy": script.ResourceScript}
         tree.putChild(b"rpy", scripts)
         routes.append("/rpy/")
-    for name, resource in context.opsResources().items():
-        tree.putChild(name, resource)
+    context.mountOps(tree)
     return App(resource=tree, routes=[*routes, "/healthz", "/readyz", "/metrics"])

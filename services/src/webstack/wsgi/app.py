@@ -105,8 +105,7 @@ def makeApp(context: AppContext) -> App:
     )
     root = Resource()
     root.putChild(b"wsgi", wsgi)
-    for name, resource in context.opsResources().items():
-        root.putChild(name, resource)
+    context.mountOps(root)
     return App(
         resource=root,
         routes=["/wsgi/hello", "/wsgi/app/slow", "/wsgi/app/", "/wsgi/", "/healthz", "/readyz", "/metrics"],
