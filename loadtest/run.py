@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -78,7 +79,11 @@ def main(argv=None) -> int:
     env = dict(os.environ, WEBSTACK_SCENARIO=args.scenario)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
     print(f"report: {directory}\n$ {' '.join(command)}", flush=True)
-    status = subprocess.call(command, env=env, cwd=ROOT)
+    process = subprocess.Popen(command, env=env, cwd=ROOT)
+    # A terminal's Ctrl-C reaches locust by itself; a SIGTERM sent to this
+    # launcher is passed on, so locust is never left running alone.
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    status = process.wait()
     summary = directory / "summary.json"
     if summary.exists():
         sys.path.insert(0, str(HERE))
