@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
 
     results: dict = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": __import__("os").cpu_count(), "open_file_limit": hard},
+        "machine": {"cores": os.cpu_count(), "open_file_limit": hard},
         "config": vars(args),
     }
     tiny = "/async/delay?seconds=0"
