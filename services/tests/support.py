@@ -141,6 +141,31 @@ def rawSend(port, data: bytes) -> socket.socket:
     return s
 
 
+def rawGet(port, path: bytes, headers: bytes = b"") -> bytes:
+    """
+    A GET sent exactly as given (no client normalises the path), and the
+    whole answer.
+    """
+    s = rawSend(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n")
+    answer = readAll(s)
+    s.close()
+    return answer
+
+
+def dummyRequest(cls, clientHost: str, **headers):
+    """
+    A request double of class C{cls} (a L{DummyRequest}) from C{clientHost},
+    with C{headers} given as keywords (C{x_forwarded_for=b"..."}).
+    """
+    from twisted.internet.address import IPv4Address
+
+    request = cls([b""])
+    request.client = IPv4Address("TCP", clientHost, 4444)
+    for name, value in headers.items():
+        request.requestHeaders.setRawHeaders(name.replace("_", "-").encode(), [value])
+    return request
+
+
 def readAll(s: socket.socket, timeout=10) -> bytes:
     s.settimeout(timeout)
     chunks = []

@@ -14,7 +14,7 @@ import pytest
 
 from webstack.localstack import LocalStack
 
-from .support import digestAuthorization, rawSend, readAll, request
+from .support import digestAuthorization, rawGet, request
 
 pytestmark = pytest.mark.integration
 
@@ -130,9 +130,7 @@ TRAVERSAL = [
 @pytest.mark.parametrize("path", TRAVERSAL)
 def test_aliceCanNeverReadBobsFilesOrAnythingOutside(auth, via, path):
     headers = b"".join(f"{k}: {v}\r\n".encode() for k, v in basic(*ALICE).items())
-    s = rawSend(auth.services[via].port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n")
-    answer = readAll(s)
-    s.close()
+    answer = rawGet(auth.services[via].port, path, headers)
     assert int(answer.split(b" ", 2)[1]) in (400, 401, 404)
     assert SECRET not in answer and b"root:" not in answer
 

@@ -8,7 +8,6 @@ import base64
 import pytest
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
@@ -17,6 +16,8 @@ from webstack.auth.app import claimedUser
 from webstack.auth.digest import TrustedProxies
 from webstack.auth.passwords import HtpasswdChecker, bcryptHash, htdigestHash
 from webstack.auth.throttle import FailureThrottle
+
+from .support import dummyRequest
 
 
 def synchronously(f, *args):
@@ -83,11 +84,7 @@ def test_aSuccessForgetsTheFailures():
 
 
 def request(**headers):
-    r = DummyRequest([b""])
-    r.client = IPv4Address("TCP", "127.0.0.1", 1234)
-    for name, value in headers.items():
-        r.requestHeaders.setRawHeaders(name.replace("_", "-").encode(), [value])
-    return r
+    return dummyRequest(DummyRequest, "127.0.0.1", **headers)
 
 
 def test_claimedUser():

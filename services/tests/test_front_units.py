@@ -27,6 +27,8 @@ from webstack.front.proxy import Exchange, RouteProxy, classify
 from webstack.front.settings import RouteSettings
 from webstack.front.upstreams import ReplicaSet
 
+from .support import dummyRequest
+
 
 # Replica choice.
 
@@ -154,11 +156,7 @@ class PlainRequest(DummyRequest):
 
 
 def clientRequest(**headers):
-    request = PlainRequest([b""])
-    request.client = IPv4Address("TCP", "192.0.2.7", 4444)
-    for name, value in headers.items():
-        request.requestHeaders.setRawHeaders(name.replace("_", "-").encode(), [value])
-    return request
+    return dummyRequest(PlainRequest, "192.0.2.7", **headers)
 
 
 def test_forwardedHeadersReplaceWhatAnUntrustedClientSent():

@@ -13,7 +13,7 @@ import pytest
 
 from webstack.localstack import LocalStack
 
-from .support import rawSend, readAll, request
+from .support import rawGet, request
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +48,6 @@ def static(tmp_path_factory):
             "front": stack.services["front"].port,
             "root": root,
         }
-
-
-def rawGet(port, path, headers=b""):
-    s = rawSend(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n")
-    answer = readAll(s)
-    s.close()
-    return answer
 
 
 TRAVERSAL = [
