@@ -46,6 +46,9 @@ PLATFORMS := $(foreach m,$(shell seq 5 36),--platform manylinux_2_$(m)_$(ARCH)) 
 # Signs Digest challenges, the same for every auth replica; made once, kept
 # out of git.
 DIGEST_KEY := config/auth/digest.key
+# Signs the front's routing cookie (sticky routes), the same for every front
+# worker and replica; made once, kept out of git.
+ROUTE_KEY := config/front/route.key
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-load load load-ui run test test-unit test-integration bench clean \
@@ -91,11 +94,16 @@ $(DIGEST_KEY):
 	@$(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
 	@echo "made $@ (the Digest key every auth replica shares)"
 
+$(ROUTE_KEY):
+	@mkdir -p $(dir $@)
+	@$(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@.tmp && mv $@.tmp $@
+	@echo "made $@ (the routing cookie's key every front shares)"
+
 user: venv ## Add a user or change a password: make user NAME=carol [PASSWORD=...]
 	@test -n "$(NAME)" || { echo "usage: make user NAME=name (the password is asked for, or taken from PASSWORD)"; exit 2; }
 	$(PY) -m webstack.auth.users set $(NAME)
 
-run: venv $(DIGEST_KEY) ## Run the whole stack as local processes (front on 127.0.0.1:8080)
+run: venv $(DIGEST_KEY) $(ROUTE_KEY) ## Run the whole stack as local processes (front on 127.0.0.1:8080)
 	$(PY) -m webstack.localstack
 
 test: venv venv-load ## Run every test (unit, loopback, load smoke, containers)
@@ -107,7 +115,7 @@ test-unit: venv ## Only the in-memory tests
 test-integration: venv venv-load ## Only the tests over real sockets and processes
 	$(PY) -m pytest -m integration
 
-bench: venv ## Benchmark front vs direct vs stock proxy; writes $(BENCH_OUT)/
+bench: venv $(ROUTE_KEY) ## Benchmark front vs direct vs stock proxy; writes $(BENCH_OUT)/
 	$(PY) -m webstack.bench --out $(BENCH_OUT) --concurrency $(BENCH_CONCURRENCY) --duration $(BENCH_DURATION)
 
 clean: ## Remove the virtual environments, wheels and results
@@ -149,7 +157,7 @@ images: docker-check wheels ## Build the service image (base image found, pulled
 	  echo "building webstack/service:dev from $$base" && \
 	  BASE_IMAGE=$$base $(COMPOSE) build --quiet front
 
-up: images $(DIGEST_KEY) ## Start the stack in containers; the front on 127.0.0.1:8080
+up: images $(DIGEST_KEY) $(ROUTE_KEY) ## Start the stack in containers; the front on 127.0.0.1:8080
 	$(COMPOSE) up -d --remove-orphans
 	@services/docker/wait-healthy.sh 180
 	@echo "webstack is up: http://$${WEBSTACK_PUBLISH:-127.0.0.1:8080}/  (make ps, make logs SERVICE=front, make down)"

@@ -30,10 +30,13 @@ def test_theShippedConfigIsValidForEveryService():
     assert runtime.listen == "tcp:8081:interface=127.0.0.1"
     assert runtime.backlog >= 1024
     assert settings.max_seconds == 60
-    front = loadFrontSettings(document, {}, "stack.toml")
+    # The routing cookie's key is made by `make run`/`make up`, not shipped.
+    key = {"WEBSTACK_FRONT_ROUTE_KEY": "a-test-key-of-32-bytes-0123456789"}
+    front = loadFrontSettings(document, key, "stack.toml")
     assert {r.prefix for r in front.routes} >= {
         "/static/", "/async/", "/wsgi/", "/cgi/", "/auth/", "/session/"
     }
+    assert [r.name for r in front.stickyRoutes()] == ["session"]
     assert front.pool_idle_timeout < RuntimeSettings().idle_timeout
 
 

@@ -141,19 +141,24 @@ def test_theExpiryIsLogged(world):
 @pytest.mark.integration
 def test_withTwoReplicasEachSessionStaysOnItsReplica():
     """
-    Sessions live in one process's memory: the front keeps a client with a
-    session cookie on the replica that made it, so the count goes on.
+    Sessions live in one process's memory: the front keeps a client on the
+    replica that made its session (through the front's own routing cookie),
+    so the count goes on.
     """
     with LocalStack(ephemeral=True, backends=("session",), replicas={"session": 2}) as stack:
         port = stack.services["front"].port
         for client in range(4):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            cookie = None
+            # Like a browser: every cookie set, the service's and the front's.
+            jar: dict[str, str] = {}
             for visit in range(1, 6):
+                cookie = "; ".join(f"{name}={value}" for name, value in jar.items())
                 connection.request("GET", "/session/counter", headers={"Cookie": cookie} if cookie else {})
                 response = connection.getresponse()
                 assert response.read() == b"Visit #%d for you!" % visit
-                cookie = cookie or response.headers["Set-Cookie"].split(";")[0]
+                for setCookie in response.headers.get_all("Set-Cookie") or ():
+                    name, _, value = setCookie.split(";")[0].partition("=")
+                    jar[name.strip()] = value.strip()
             connection.close()
         # The four new sessions were spread over both replicas (and each
         # client's later visits followed its session).
