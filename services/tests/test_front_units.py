@@ -1,30 +1,22 @@
 """
 The front's parts in memory: replica choice and ejection on a L{Clock},
-header rules, failure classification, path checks, and one exchange driven
-by a fake Agent (cancellation, timeout, retry) with no sockets.
+header rules, failure classification and path checks.  The exchange itself is
+tested with real protocol objects in test_front_client.
 """
 
-import io
-
 import pytest
-from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed
-from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 from twisted.internet.interfaces import IHostnameResolver
 from zope.interface import implementer
 
 from webstack.front.app import unsafePath
-from webstack.front.headers import stripHopByHop, upstreamRequestHeaders
-from webstack.front.metrics import ProxyMetrics
-from webstack.front.proxy import Exchange, RouteProxy, classify
-from webstack.front.settings import RouteSettings
+from webstack.front.failures import classify, connectFailureKind
+from webstack.front.headers import responseHeaders, upstreamRequestHead
 from webstack.front.upstreams import ReplicaSet
 
 from .support import dummyRequest
@@ -130,20 +122,28 @@ def test_aNameResolvesToEveryReplicaAndIsFollowedAsItChanges():
 # Headers.
 
 
-def test_hopByHopAndConnectionNamedHeadersAreDropped():
-    headers = Headers(
-        {
-            b"connection": [b"keep-alive, X-Secret"],
-            b"x-secret": [b"1"],
-            b"keep-alive": [b"timeout=5"],
-            b"transfer-encoding": [b"chunked"],
-            b"upgrade": [b"websocket"],
-            b"set-cookie": [b"a=1", b"b=2"],
-        }
+def test_hopByHopAndConnectionNamedHeadersAreDroppedFromResponses():
+    headers = responseHeaders(
+        [
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"X-Secret", b"1"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Upgrade", b"websocket"),
+            (b"Set-Cookie", b"a=1"),
+            (b"Set-Cookie", b"b=2"),
+        ],
+        requestId=b"r1",
     )
-    kept = stripHopByHop(headers)
-    assert kept is headers
-    assert list(kept.getAllRawHeaders()) == [(b"Set-Cookie", [b"a=1", b"b=2"])]
+    assert list(headers.getAllRawHeaders()) == [
+        (b"Set-Cookie", [b"a=1", b"b=2"]),
+        (b"X-Request-Id", [b"r1"]),
+    ]
+
+
+def test_theUpstreamsRequestIdWins():
+    headers = responseHeaders([(b"X-Request-Id", b"theirs")], requestId=b"ours")
+    assert headers.getRawHeaders(b"x-request-id") == [b"theirs"]
 
 
 class PlainRequest(DummyRequest):
@@ -159,43 +159,76 @@ def clientRequest(**headers):
     return dummyRequest(PlainRequest, "192.0.2.7", **headers)
 
 
+def headLines(request, trustForwarded=False, bodyLength=None):
+    head = upstreamRequestHead(request, trustForwarded, bodyLength)
+    assert head.endswith(b"\r\n\r\n")
+    first, *lines = head[:-4].split(b"\r\n")
+    return first, [tuple(line.split(b": ", 1)) for line in lines]
+
+
+def values(lines, name):
+    return [v for n, v in lines if n.lower() == name]
+
+
 def test_forwardedHeadersReplaceWhatAnUntrustedClientSent():
     request = clientRequest(host=b"site.example", x_forwarded_for=b"6.6.6.6", x_forwarded_proto=b"https")
-    headers = upstreamRequestHeaders(request, trustForwarded=False)
-    assert headers.getRawHeaders(b"x-forwarded-for") == [b"192.0.2.7"]
-    assert headers.getRawHeaders(b"x-forwarded-proto") == [b"http"]
-    assert headers.getRawHeaders(b"x-forwarded-host") == [b"site.example"]
-    assert headers.getRawHeaders(b"host") == [b"site.example"]
+    first, lines = headLines(request)
+    assert values(lines, b"x-forwarded-for") == [b"192.0.2.7"]
+    assert values(lines, b"x-forwarded-proto") == [b"http"]
+    assert values(lines, b"x-forwarded-host") == [b"site.example"]
+    assert values(lines, b"host") == [b"site.example"]
 
 
 def test_forwardedHeadersAreExtendedBehindATrustedProxy():
     request = clientRequest(host=b"site.example", x_forwarded_for=b"203.0.113.9", x_forwarded_proto=b"https")
-    headers = upstreamRequestHeaders(request, trustForwarded=True)
-    assert headers.getRawHeaders(b"x-forwarded-for") == [b"203.0.113.9, 192.0.2.7"]
-    assert headers.getRawHeaders(b"x-forwarded-proto") == [b"https"]
+    first, lines = headLines(request, trustForwarded=True)
+    assert values(lines, b"x-forwarded-for") == [b"203.0.113.9, 192.0.2.7"]
+    assert values(lines, b"x-forwarded-proto") == [b"https"]
 
 
 def test_expectAndContentLengthAreTheFrontsOwnBusiness():
-    request = clientRequest(expect=b"100-continue", content_length=b"5")
-    headers = upstreamRequestHeaders(request, trustForwarded=False)
-    assert not headers.hasHeader(b"expect") and not headers.hasHeader(b"content-length")
+    request = clientRequest(expect=b"100-continue", content_length=b"5", transfer_encoding=b"chunked")
+    first, lines = headLines(request, bodyLength=7)
+    assert values(lines, b"expect") == [] and values(lines, b"transfer-encoding") == []
+    assert values(lines, b"content-length") == [b"7"]
+
+
+def test_requestHopByHopHeadersAreDropped():
+    request = clientRequest(connection=b"close, X-Hop", x_hop=b"1", te=b"trailers", x_kept=b"2")
+    first, lines = headLines(request)
+    names = {n.lower() for n, _ in lines}
+    assert b"connection" not in names and b"x-hop" not in names and b"te" not in names
+    assert values(lines, b"x-kept") == [b"2"]
+
+
+def test_theRequestLineIsTheClients():
+    request = clientRequest(host=b"h")
+    request.method, request.uri = b"DELETE", b"/async/x?y=1"
+    first, lines = headLines(request)
+    assert first == b"DELETE /async/x?y=1 HTTP/1.1"
 
 
 # Failures and paths.
 
 
 @pytest.mark.parametrize(
-    "failure, timedOut, expected",
+    "kind, expected",
     [
-        (ConnectionRefusedError(), False, (502, "refused", True)),
-        (ConnectTimeoutError(), False, (502, "connect_timeout", True)),
-        (ResponseFailed([Failure(ConnectionDone())]), False, (502, "reset", False)),
-        (ResponseFailed([Failure(ConnectionDone())]), True, (504, "timeout", False)),
-        (ValueError("?"), False, (502, "error", False)),
+        ("refused", (502, "refused", True)),
+        ("connect_timeout", (502, "connect_timeout", True)),
+        ("reset", (502, "reset", False)),
+        ("timeout", (504, "timeout", False)),
+        ("error", (502, "error", False)),
     ],
 )
-def test_classify(failure, timedOut, expected):
-    assert classify(Failure(failure), timedOut) == expected
+def test_classify(kind, expected):
+    verdict = classify(kind)
+    assert (verdict.status, verdict.outcome, verdict.nothingSent) == expected
+
+
+def test_connectFailureKinds():
+    assert connectFailureKind(Failure(ConnectionRefusedError())) == "refused"
+    assert connectFailureKind(Failure(ConnectTimeoutError())) == "connect_timeout"
 
 
 @pytest.mark.parametrize(
@@ -216,125 +249,3 @@ def test_classify(failure, timedOut, expected):
 )
 def test_unsafePaths(path, unsafe):
     assert unsafePath(path) is unsafe
-
-
-# One exchange, with a fake Agent.
-
-
-class FakeAgent:
-    def __init__(self):
-        self.requests = []
-
-    def request(self, method, uri, headers=None, bodyProducer=None):
-        cancelled = []
-        d = Deferred(lambda d: cancelled.append(True))
-        self.requests.append((method, uri, headers, bodyProducer, d, cancelled))
-        return d
-
-
-class FakeChannelTransport:
-    aborted = False
-
-    def abortConnection(self):
-        self.aborted = True
-
-
-def exchange(*ports, timeout=2.0, body=None):
-    clock = Clock()
-    agent = FakeAgent()
-    replicas = ReplicaSet("async", [("10.0.0.%d" % p, 80) for p in ports], clock, 5.0)
-    registry = CollectorRegistry()
-    proxy = RouteProxy(
-        RouteSettings(prefix="/async/", upstream="x:1", timeout=timeout, name="async"),
-        replicas,
-        agent=agent,
-        reactor=clock,
-        metrics=ProxyMetrics(registry),
-    )
-    request = clientRequest(host=b"front")
-    if body is not None:
-        request.requestHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-    request.uri = b"/async/delay?seconds=5"
-    request.content = io.BytesIO(body or b"")
-    request.channel = type("Channel", (), {"transport": FakeChannelTransport()})()
-    ex = Exchange(proxy, request)
-    ex.start()
-    return ex, request, agent, clock, replicas, registry
-
-
-def outcome(registry, name):
-    return registry.get_sample_value(
-        "front_upstream_exchanges_total", {"route": "async", "outcome": name}
-    )
-
-
-def test_theUpstreamRequestIsTheClientsOnTheChosenReplica():
-    ex, request, agent, clock, replicas, registry = exchange(1)
-    [(method, uri, headers, producer, d, cancelled)] = agent.requests
-    assert (method, uri) == (b"GET", b"http://10.0.0.1:80/async/delay?seconds=5")
-    assert producer is None
-    assert headers.getRawHeaders(b"x-forwarded-for") == [b"192.0.2.7"]
-    assert replicas.replicas[0].inFlight == 1
-
-
-def test_aClientLeavingBeforeTheResponseCancelsTheUpstreamRequest():
-    ex, request, agent, clock, replicas, registry = exchange(1)
-    [(_, _, _, _, d, cancelled)] = agent.requests
-    request.processingFailed(Failure(ConnectionDone()))
-    assert cancelled == [True]
-    assert request.written == []
-    assert replicas.replicas[0].inFlight == 0
-    assert clock.getDelayedCalls() == []
-    assert outcome(registry, "client_gone_before_response") == 1
-
-
-def test_noResponseHeadWithinTheRouteTimeoutIs504():
-    ex, request, agent, clock, replicas, registry = exchange(1, timeout=2.0)
-    [(_, _, _, _, d, cancelled)] = agent.requests
-    clock.advance(1.999)
-    assert cancelled == []
-    clock.advance(0.001)
-    assert cancelled == [True]
-    assert request.responseCode == 504
-    assert request.finished == 1
-    assert outcome(registry, "timeout") == 1
-
-
-def test_aRefusingReplicaIsEjectedAndTheRequestRetriedOnAnother():
-    ex, request, agent, clock, replicas, registry = exchange(1, 2)
-    first = agent.requests[0]
-    first[4].errback(Failure(ConnectionRefusedError()))
-    assert len(agent.requests) == 2
-    assert agent.requests[0][1] != agent.requests[1][1]
-    refused = [r for r in replicas.replicas if r.lastError]
-    assert len(refused) == 1 and refused[0].ejectedUntil == 5.0
-    assert registry.get_sample_value("front_upstream_retries_total", {"route": "async"}) == 1
-
-
-def test_withNoReplicaAvailableTheAnswerIs502AtOnce():
-    ex, request, agent, clock, replicas, registry = exchange(1)
-    agent.requests[0][4].errback(Failure(ConnectionRefusedError()))
-    assert request.responseCode == 502
-    second = Exchange(ex.proxy, clientRequest(host=b"front"))
-    second.request.uri = b"/async/x"
-    second.request.content = io.BytesIO()
-    second.start()
-    assert len(agent.requests) == 1
-    assert second.request.responseCode == 502
-    assert b"1 known, all failing" in b"".join(second.request.written)
-    assert outcome(registry, "no_replica") == 1
-
-
-def test_aResetAfterSendingIsNotRetried():
-    ex, request, agent, clock, replicas, registry = exchange(1, 2)
-    agent.requests[0][4].errback(Failure(ResponseFailed([Failure(ConnectionDone())])))
-    assert len(agent.requests) == 1
-    assert request.responseCode == 502
-
-
-def test_aBodyIsSentAgainOnARetry():
-    ex, request, agent, clock, replicas, registry = exchange(1, 2, body=b"payload")
-    assert agent.requests[0][3].length == 7
-    agent.requests[0][4].errback(Failure(ConnectionRefusedError()))
-    producer = agent.requests[1][3]
-    assert producer is not agent.requests[0][3] and producer.length == 7

@@ -116,10 +116,13 @@ def test_conditionalRequestsGet304(static):
     assert response.status == 304 and body == b""
 
 
-def test_a304ForAGzippedTypeHasNoBody(static):
-    response, _ = request(static["front"], "GET", "/static/style.css")
+@pytest.mark.parametrize("via", ["front", "static"])
+def test_a304ForAGzippedTypeHasNoBody(static, via):
+    # Directly too: Twisted's gzip encoder writes its 10-byte trailer even
+    # after a 304, which a keep-alive client reads as its next response.
+    response, _ = request(static[via], "GET", "/static/style.css")
     answer = rawGet(
-        static["front"],
+        static[via],
         b"/static/style.css",
         b"Accept-Encoding: gzip\r\nIf-None-Match: " + response.headers["ETag"].encode() + b"\r\n",
     )

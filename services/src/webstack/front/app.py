@@ -11,16 +11,13 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import DeferredList
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.resource import Resource
-from zope.interface import implementer
 
 from webstack.runtime.errors import errorBody
 from webstack.runtime.plugin import App, AppContext
 
+from .affinity import routeCookie
+from .client import UpstreamPool
 from .landing import LandingPage
 from .metrics import ProxyMetrics, ReplicaCollector
 from .probe import probeAll
@@ -50,63 +47,6 @@ def unsafePath(path: bytes) -> bool:
         if any(segment in (b".", b"..") for segment in candidate.split(b"/")):
             return True
     return False
-
-
-def _quietFactory(quiescentCallback, metadata):
-    factory = HTTPConnectionPool._factory(quiescentCallback, metadata)
-    factory.noisy = False
-    return factory
-
-
-class QuietConnectionPool(HTTPConnectionPool):
-    """
-    An L{HTTPConnectionPool} whose connections do not log "Starting factory"
-    and "Stopping factory": under load that is two log lines, and most of
-    the cost of a new upstream connection, for every one of them.
-    """
-
-    _factory = staticmethod(_quietFactory)
-
-
-@implementer(IAgentEndpointFactory)
-class ReplicaEndpointFactory:
-    """
-    Connect straight to a replica's address.
-
-    The front resolves upstream names itself (L{ReplicaSet}), so every URL it
-    asks the Agent for already holds an IP address.  Agent's default,
-    L{HostnameEndpoint}, would still resolve it again in a thread and, for
-    a refused connection, wait out its happy-eyeballs delay (0.3 s) before
-    failing: a plain TCP endpoint fails at once.
-    """
-
-    def __init__(self, reactor, connectTimeout: float) -> None:
-        self._reactor = reactor
-        self._timeout = connectTimeout
-
-    def endpointForURI(self, uri):
-        host = uri.host.decode("ascii")
-        kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-        return _NoDelay(kind(self._reactor, host, uri.port, timeout=self._timeout))
-
-
-@implementer(IStreamClientEndpoint)
-class _NoDelay:
-    """
-    Turn Nagle's algorithm off on upstream connections, as Twisted's server
-    does on its own: otherwise a request body written after its head waits
-    for the head's (delayed) acknowledgement, up to 40 ms.
-    """
-
-    def __init__(self, endpoint) -> None:
-        self._endpoint = endpoint
-
-    def connect(self, factory):
-        def noDelay(protocol):
-            protocol.transport.setTcpNoDelay(True)
-            return protocol
-
-        return self._endpoint.connect(factory).addCallback(noDelay)
 
 
 class FrontRoot(Resource):
@@ -151,11 +91,11 @@ def makeApp(context: AppContext) -> App:
     settings: Settings = context.settings
     reactor = context.reactor
 
-    pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = settings.pool_max_per_host
-    pool.cachedConnectionTimeout = settings.pool_idle_timeout
-    agent = Agent.usingEndpointFactory(
-        reactor, ReplicaEndpointFactory(reactor, settings.connect_timeout), pool=pool
+    pool = UpstreamPool(
+        reactor,
+        connectTimeout=settings.connect_timeout,
+        maxIdle=settings.pool_max_per_host,
+        idleTimeout=settings.pool_idle_timeout,
     )
 
     replicaSets = {
@@ -173,10 +113,11 @@ def makeApp(context: AppContext) -> App:
             RouteProxy(
                 route,
                 replicaSets[route.name],
-                agent=agent,
+                pool=pool,
                 reactor=reactor,
                 metrics=metrics,
                 trustForwarded=settings.trust_forwarded,
+                routeCookie=routeCookie(settings, route),
             ),
         )
         for route in settings.routes
@@ -200,20 +141,18 @@ def makeApp(context: AppContext) -> App:
         return DeferredList([s.refresh() for s in replicaSets.values()], consumeErrors=True)
 
     def closePool():
-        d = pool.closeCachedConnections()
-        # closeCachedConnections can hang on a dead peer (twisted#7738).
-        d.addTimeout(2.0, reactor)
-        return d.addErrback(lambda _: None)
+        pool.closeIdle()
 
     return App(
         resource=FrontRoot(proxies, LandingPage(settings.routes, replicaSets), ops),
         routes=[r.prefix for r in settings.routes] + ["/-/"],
         children=[
             TimerService(settings.resolve_interval, refreshAll),
+            TimerService(1.0, pool.sweep),
             TimerService(
                 settings.health_interval,
                 probeAll,
-                agent,
+                pool,
                 reactor,
                 replicaSets,
                 PROBE_TIMEOUT,

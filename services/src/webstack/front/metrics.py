@@ -11,21 +11,6 @@ from prometheus_client.registry import Collector
 
 from webstack.runtime.metrics import LATENCY_BUCKETS
 
-OUTCOMES = (
-    "response",
-    "refused",
-    "connect_timeout",
-    "timeout",
-    "reset",
-    "error",
-    "broken_body",
-    "no_replica",
-    "not_served",
-    "client_gone_before_response",
-    "client_gone_during_body",
-)
-
-
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.exchanges = Counter(
@@ -50,8 +35,24 @@ class ProxyMetrics:
             registry=registry,
         )
 
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels):
+        # labels() on every request costs more than the counting itself.
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def outcome(self, route: str, outcome: str) -> None:
-        self.exchanges.labels(route, outcome).inc()
+        self._child(self.exchanges, route, outcome).inc()
+
+    def headSeconds(self, route: str, seconds: float) -> None:
+        self._child(self.responseSeconds, route).observe(seconds)
+
+    def retried(self, route: str) -> None:
+        self._child(self.retries, route).inc()
 
 
 class ReplicaCollector(Collector):

@@ -8,30 +8,27 @@ not sent new requests until a probe passes again.
 
 from __future__ import annotations
 
-from twisted.internet.defer import CancelledError, DeferredList, succeed
+from twisted.internet.defer import DeferredList, TimeoutError, succeed
 from twisted.logger import Logger
-from twisted.web.client import readBody
-from twisted.web.http_headers import Headers
 
-from .proxy import describeFailure
+from .client import UpstreamPool, fetchStatus
+from .failures import UpstreamFailure, describeFailure
 
 log = Logger()
-_HEADERS = Headers({b"user-agent": [b"webstack-front-probe"]})
 
 
-def probeReplica(agent, reactor, replicaSet, replica, timeout: float):
-    d = agent.request(b"GET", replica.baseURL + b"/readyz", _HEADERS)
+def probeReplica(pool: UpstreamPool, reactor, replicaSet, replica, timeout: float):
+    d = fetchStatus(pool, replica.host, replica.port, b"/readyz", b"webstack-front-probe")
     d.addTimeout(timeout, reactor)
-
-    def answered(response):
-        return readBody(response).addCallback(lambda _: response.code == 200)
 
     def concluded(ok):
         if ok is not True:
             if ok is False:
                 reason = "not ready (status other than 200)"
-            elif ok.check(CancelledError) or "CancelledError" in describeFailure(ok):
+            elif ok.check(TimeoutError):
                 reason = f"no answer within {timeout:g}s"
+            elif ok.check(UpstreamFailure):
+                reason = str(ok.value)
             else:
                 reason = describeFailure(ok)
             if replica.probeOK is not False:
@@ -52,12 +49,12 @@ def probeReplica(agent, reactor, replicaSet, replica, timeout: float):
             )
         replica.probeOK = ok is True
 
-    return d.addCallback(answered).addBoth(concluded)
+    return d.addCallback(lambda code: code == 200).addBoth(concluded)
 
 
-def probeAll(agent, reactor, replicaSets, timeout: float):
+def probeAll(pool: UpstreamPool, reactor, replicaSets, timeout: float):
     probes = [
-        probeReplica(agent, reactor, replicaSet, replica, timeout)
+        probeReplica(pool, reactor, replicaSet, replica, timeout)
         for replicaSet in replicaSets.values()
         for replica in list(replicaSet.replicas)
     ]

@@ -1,111 +1,62 @@
-# -*- test-case-name: webstack.tests.test_front_units -*-
+# -*- test-case-name: tests.test_front_client -*-
 """
 The streaming reverse proxy: one L{RouteProxy} per route, one L{Exchange} per
 request.
 
 Stock L{twisted.web.proxy.ReverseProxyResource} opens an HTTP/1.0 connection
-per request, buffers nothing but streams nothing back-pressured either, and
-never tells the backend when the client leaves (twisted#6768): the backend
-renders every abandoned request to the end and the proxy then raises
-C{RuntimeError} finishing a request whose connection is gone.  Here:
+per request, streams nothing back-pressured, and never tells the backend when
+the client leaves (twisted#6768): the backend renders every abandoned request
+to the end and the proxy then raises C{RuntimeError} finishing a request whose
+connection is gone.  Here:
 
-  - requests go through an L{Agent} over a persistent L{HTTPConnectionPool};
-  - the response body is streamed with back-pressure: the upstream
-    connection is registered as the client request's producer, so a slow
-    client pauses the read from the backend instead of filling memory;
-  - a client that leaves cancels the upstream request at once: before the
-    response head, cancelling the Agent's Deferred aborts the upstream
-    connection; during the body, the upstream transport is stopped.  Either
-    way the backend sees its connection close and its own C{notifyFinish}
-    fires (seed 000, end to end);
+  - requests go over keep-alive connections from the front's own pool
+    (L{webstack.front.client}), the head serialized once, the response
+    parsed by httptools;
+  - the response body is streamed: when it goes on beyond the first read,
+    the upstream connection becomes the client request's producer, so a
+    slow client pauses the read from the backend instead of filling memory;
+  - a client that leaves closes the upstream connection at once, before the
+    response head or during the body: the backend sees its connection close
+    and its own C{notifyFinish} fires (seed 000, end to end);
   - a replica that refuses (or does not accept in time) is ejected and the
     request tried on another (nothing was sent, so any method may be
-    retried); with no replica left, or a reset after sending, the answer is
-    C{502}; no response head within the route's timeout is a C{504};
+    retried); an idempotent request without a body whose reused connection
+    closed before answering is sent again on a new one; with no replica
+    left, or a reset after sending, the answer is C{502}; no response head
+    within the route's timeout is a C{504};
   - a body that breaks off upstream is not passed off as complete: the
     client connection is aborted, so the client sees the truncation;
-  - on a route with a C{sticky_cookie}, a request carrying that cookie goes
-    to the replica whose response set it (sessions live in one replica's
-    memory).
+  - on a sticky route, the front's own signed routing cookie
+    (L{webstack.front.affinity}) sends a client back to the replica that
+    served it, from any worker or front replica.
 """
 
 from __future__ import annotations
 
-from twisted.internet import error as ierror
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import (
-    FileBodyProducer,
-    RequestTransmissionFailed,
-    ResponseDone,
-    ResponseFailed,
-)
-from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from webstack.runtime.errors import errorBody, renderError
 
-from .headers import upstreamRequestHeaders, useResponseHeaders
+from .client import UpstreamConnection, UpstreamPool
+from .failures import DETAIL, TIMEOUT, UpstreamFailure, classify, describeFailure
+from .headers import responseHeaders, upstreamRequestHead
 from .metrics import ProxyMetrics
 from .settings import RouteSettings
 from .upstreams import Replica, ReplicaSet
 
 log = Logger(namespace="webstack.front.proxy")
 
-
-def classify(failure, timedOut: bool = False) -> tuple[int, str, bool]:
-    """
-    What an upstream failure means for the client.
-
-    @param timedOut: whether the front itself cancelled the request because
-        the route's timeout passed (the Agent then fails with
-        L{ResponseNeverReceived} wrapping a L{CancelledError}, not with a
-        timeout error).
-
-    @return: C{(status, outcome, nothingSent)}: the status to answer, the
-        outcome's name in metrics and logs, and whether the request never
-        reached the replica (so it can be tried on another, and the replica
-        should be ejected).
-    """
-    if timedOut:
-        return 504, "timeout", False
-    if failure.check(ierror.TimeoutError):
-        # Unreachable (a container that is gone answers nothing), not slow.
-        return 502, "connect_timeout", True
-    if failure.check(ierror.ConnectError):
-        return 502, "refused", True
-    if failure.check(ResponseFailed, RequestTransmissionFailed, ierror.ConnectionLost):
-        return 502, "reset", False
-    return 502, "error", False
-
-
-def describeFailure(failure) -> str:
-    """
-    A one-line reason for an upstream failure.  The Agent wraps what went
-    wrong in L{ResponseFailed} and friends, whose own message is a list of
-    reprs; this unwraps them.
-    """
-    reasons = getattr(failure.value, "reasons", None)
-    if reasons:
-        return "; ".join(describeFailure(r) for r in reasons)
-    message = failure.getErrorMessage()
-    return f"{failure.type.__name__}: {message}" if message else failure.type.__name__
-
-
-_DETAIL = {
-    "timeout": "did not answer in time",
-    "connect_timeout": "did not accept the connection in time",
-    "refused": "refused the connection",
-    "reset": "closed the connection before answering",
-    "error": "failed",
-}
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 class RouteProxy(Resource):
     """
     Forward every request under one route's prefix to its replicas.
+
+    @ivar routeCookie: the route's L{RouteCookie} if it is sticky, else
+        L{None}.
     """
 
     isLeaf = True
@@ -115,18 +66,20 @@ class RouteProxy(Resource):
         route: RouteSettings,
         replicas: ReplicaSet,
         *,
-        agent,
+        pool: UpstreamPool,
         reactor,
         metrics: ProxyMetrics,
         trustForwarded: bool = False,
+        routeCookie=None,
     ) -> None:
         super().__init__()
         self.route = route
         self.replicas = replicas
-        self.agent = agent
+        self.pool = pool
         self.reactor = reactor
         self.metrics = metrics
         self.trustForwarded = trustForwarded
+        self.routeCookie = routeCookie
 
     def render(self, request):
         if not self.replicas.configured:
@@ -143,180 +96,255 @@ class RouteProxy(Resource):
 
 class Exchange:
     """
-    One client request and its upstream request(s).
+    One client request and its upstream request(s): an L{IExchange} for
+    the connection that serves it.
     """
+
+    __slots__ = (
+        "proxy",
+        "request",
+        "route",
+        "head",
+        "body",
+        "isHead",
+        "tried",
+        "replica",
+        "connection",
+        "headSeen",
+        "ended",
+        "clientGone",
+        "streamingFrom",
+        "_sentAt",
+        "_timer",
+        "_cookieToSet",
+        "_cookies",
+    )
 
     def __init__(self, proxy: RouteProxy, request) -> None:
         self.proxy = proxy
         self.request = request
         self.route = proxy.route.name
+        body = None
         incoming = request.requestHeaders
-        self.hasBody = incoming.hasHeader(b"content-length") or incoming.hasHeader(
-            b"transfer-encoding"
+        if (
+            incoming.hasHeader(b"content-length")
+            or incoming.hasHeader(b"transfer-encoding")
+        ) and request.content is not None:
+            request.content.seek(0)
+            body = request.content.read()
+        self.body = body
+        self._cookies = ()
+        if proxy.routeCookie is not None and incoming.hasHeader(b"cookie"):
+            # The routing cookie is the front's business (HAProxy's
+            # "indirect"): the service is not sent it.
+            self._cookies = incoming.getRawHeaders(b"cookie")
+            kept = proxy.routeCookie.strip(self._cookies)
+            if kept:
+                incoming.setRawHeaders(b"cookie", kept)
+            else:
+                incoming.removeHeader(b"cookie")
+        self.head = upstreamRequestHead(
+            request, proxy.trustForwarded, None if body is None else len(body)
         )
-        self.headers = upstreamRequestHeaders(request, proxy.trustForwarded)
+        self.isHead = request.method == b"HEAD"
         self.tried: list[Replica] = []
         self.replica: Replica | None = None
-        self.pending = None  # the Agent's Deferred, until the response head
-        self.forwarder: _BodyForwarder | None = None
-        self.clientGone = False
-        self.timedOut = False
+        self.connection: UpstreamConnection | None = None
+        self.headSeen = False
         self.ended = False
+        self.clientGone = False
+        self.streamingFrom = None
         self._sentAt = 0.0
         self._timer = None
+        self._cookieToSet = None
         request.notifyFinish().addErrback(self._clientLeft)
 
-    # Sending.
+    # Choosing a replica and sending.
 
     def start(self) -> None:
-        replica = None
-        sticky = self.proxy.route.sticky_cookie.encode("ascii")
-        if sticky:
-            value = self.request.getCookie(sticky)
-            if value:
-                replica = self.proxy.replicas.affinity(value, exclude=self.tried)
+        replica = self._choose()
         if replica is None:
-            replica = self.proxy.replicas.pick(exclude=self.tried)
-        if replica is None:
-            self._end("no_replica")
-            replicas = self.proxy.replicas.replicas
-            detail = (
-                f"No replica of the {self.route} service is available"
-                f" ({len(replicas)} known, all failing)."
-                if replicas
-                else f"No replica of the {self.route} service is running."
-            )
-            renderError(self.request, 502, detail, upstream=self.route)
+            self._noReplica()
             return
         self.tried.append(replica)
         self.replica = replica
         replica.inFlight += 1
-        request = self.request
-        self._sentAt = self.proxy.reactor.seconds()
-        d = self.proxy.agent.request(
-            request.method,
-            replica.baseURL + request.uri,
-            self.headers,
-            self._bodyProducer(),
-        )
-        self.pending = d
-        self._timer = self.proxy.reactor.callLater(
-            self.proxy.route.timeout, self._timedOut
-        )
-        d.addCallbacks(self._gotResponse, self._failed)
+        proxy = self.proxy
+        if self._timer is None:
+            self._sentAt = proxy.reactor.seconds()
+            self._timer = proxy.reactor.callLater(proxy.route.timeout, self._timedOut)
+        proxy.pool.acquire(replica.host, replica.port, self)
 
-    def _timedOut(self) -> None:
-        self._timer = None
-        self.timedOut = True
-        if self.pending is not None:
-            self.pending.cancel()
+    def _choose(self) -> Replica | None:
+        replicas = self.proxy.replicas
+        cookie = self.proxy.routeCookie
+        if cookie is None:
+            return replicas.pick(exclude=self.tried)
+        cookies = self._cookies
+        replica = None
+        if cookies:
+            replica = cookie.choose(cookies, replicas.availableReplicas(self.tried))
+        if replica is None:
+            replica = replicas.pick(exclude=self.tried)
+        if replica is not None and cookie.needsSetting(cookies, replica.address):
+            self._cookieToSet = cookie.setCookie(replica.address, self._secure())
+        else:
+            self._cookieToSet = None
+        return replica
 
-    def _stopTimer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _bodyProducer(self):
+    def _secure(self) -> bool:
         """
-        The request body, read again from the start on every attempt, or
-        L{None} when the client sent none (so the pool may retry a GET on a
-        pooled connection that the backend had just closed).
+        Whether the client came over HTTPS (as a trusted proxy in front
+        says, when there is one): the routing cookie is then C{Secure}.
         """
         request = self.request
-        if not self.hasBody or request.content is None:
-            return None
-        request.content.seek(0)
-        return FileBodyProducer(request.content)
+        if request.isSecure():
+            return True
+        if self.proxy.trustForwarded:
+            proto = request.requestHeaders.getRawHeaders(b"x-forwarded-proto", [b""])
+            return proto[0].strip().lower() == b"https"
+        return False
 
-    # The response head, or why there is none.
-
-    def _gotResponse(self, response) -> None:
-        self.pending = None
+    def _noReplica(self) -> None:
         self._stopTimer()
-        metrics = self.proxy.metrics
-        metrics.responseSeconds.labels(self.route).observe(
-            self.proxy.reactor.seconds() - self._sentAt
+        self._end("no_replica")
+        replicas = self.proxy.replicas.replicas
+        detail = (
+            f"No replica of the {self.route} service is available"
+            f" ({len(replicas)} known, all failing)."
+            if replicas
+            else f"No replica of the {self.route} service is running."
         )
-        request = self.request
-        sticky = self.proxy.route.sticky_cookie.encode("ascii")
-        if sticky and self.replica is not None:
-            for cookie in response.headers.getRawHeaders(b"set-cookie", []):
-                name, _, rest = cookie.partition(b"=")
-                if name.strip() == sticky:
-                    value = rest.split(b";", 1)[0].strip()
-                    self.proxy.replicas.remember(value, self.replica)
-        request.setResponseCode(response.code, response.phrase)
-        useResponseHeaders(response.headers, request)
-        # Agent keeps Content-Length out of the headers; a known length is
-        # passed on (so the body is not re-chunked), except where the status
-        # or method means there is no body to measure.
-        if (
-            response.length is not UNKNOWN_LENGTH
-            and request.method != b"HEAD"
-            and response.code not in (204, 304)
-        ):
-            request.setHeader(b"content-length", b"%d" % (response.length,))
-        self.forwarder = _BodyForwarder(self)
-        response.deliverBody(self.forwarder)
+        renderError(self.request, 502, detail, upstream=self.route)
 
-    def _failed(self, failure) -> None:
-        self.pending = None
+    def connected(self, connection: UpstreamConnection) -> None:
+        if self.ended:
+            # Timed out or abandoned while connecting: nothing was sent on
+            # this new connection, so it serves the next request.
+            self.proxy.pool.release(connection)
+            return
+        self.connection = connection
+        connection.send(self, self.head, self.body, self.isHead)
+
+    def connectFailed(self, kind: str, reason) -> None:
+        if self.ended:
+            return
+        self._failed(kind, describeFailure(reason))
+
+    # The response.
+
+    def responseHead(self, code: int, phrase: bytes, headers) -> None:
         self._stopTimer()
-        replica = self.replica
+        self.headSeen = True
+        proxy = self.proxy
+        proxy.metrics.headSeconds(self.route, proxy.reactor.seconds() - self._sentAt)
+        request = self.request
+        request.setResponseCode(code, phrase or None)
+        request.responseHeaders = responseHeaders(headers, _requestId(request))
+        if self._cookieToSet is not None:
+            request.responseHeaders.addRawHeader(b"set-cookie", self._cookieToSet)
+
+    def responseBody(self, data: bytes) -> None:
+        if not self.clientGone:
+            self.request.write(data)
+
+    def streaming(self, producer) -> None:
+        if not self.clientGone:
+            self.streamingFrom = producer
+            self.request.registerProducer(producer, True)
+
+    def stoppedStreaming(self) -> None:
+        if self.streamingFrom is not None:
+            self.streamingFrom = None
+            if not self.clientGone:
+                self.request.unregisterProducer()
+
+    def responseEnded(self) -> None:
+        self.connection = None
         self._release()
         if self.clientGone:
-            self._end("client_gone_before_response")
+            self._end("client_gone_during_body")
             return
-        status, outcome, nothingSent = classify(failure, self.timedOut)
-        reason = f"{outcome}: {describeFailure(failure)}"
-        if nothingSent and replica is not None:
-            self.proxy.replicas.eject(replica, reason)
+        self._end("response")
+        self.request.finish()
+
+    def upstreamFailed(self, failure: UpstreamFailure, retryable: bool) -> None:
+        self.connection = None
+        if self.ended:
+            return
+        if self.headSeen:
+            self._bodyBroken(failure)
+            return
+        if retryable and self.body is None and self.request.method in _IDEMPOTENT:
+            # The replica closed an idle connection just as this request
+            # went out on it: the same replica, on a new connection.
+            self.proxy.pool.acquire(self.replica.host, self.replica.port, self)
+            return
+        self._failed(failure.kind, failure.detail)
+
+    # Failures.
+
+    def _failed(self, kind: str, detail: str) -> None:
+        replica = self.replica
+        self._release()
+        verdict = classify(kind)
+        if verdict.nothingSent and replica is not None:
+            self.proxy.replicas.eject(replica, f"{kind}: {detail}")
             if self.proxy.replicas.pick(exclude=self.tried) is not None:
-                self.proxy.metrics.retries.labels(self.route).inc()
+                self.proxy.metrics.retried(self.route)
                 self.start()
                 return
-        self._end(outcome)
+        self._stopTimer()
+        self._end(verdict.outcome)
+        request = self.request
         log.warn(
             "{route}: upstream {replica} {outcome}; answering {status}",
             event="upstream_failed",
             route=self.route,
             replica=replica.address if replica else "-",
-            outcome=outcome,
-            status=status,
-            error=describeFailure(failure),
-            request_id=getattr(self.request, "requestId", "-"),
+            outcome=verdict.outcome,
+            status=verdict.status,
+            error=detail,
+            request_id=getattr(request, "requestId", "-"),
         )
         renderError(
-            self.request,
-            status,
-            f"The {self.route} service {_DETAIL[outcome]}.",
+            request,
+            verdict.status,
+            f"The {self.route} service {DETAIL[verdict.outcome]}.",
             upstream=self.route,
         )
 
-    # The response body.
-
-    def bodyEnded(self, reason) -> None:
+    def _bodyBroken(self, failure: UpstreamFailure) -> None:
         self._release()
         if self.clientGone:
             self._end("client_gone_during_body")
             return
-        request = self.request
-        request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._end("response")
-            request.finish()
-            return
         self._end("broken_body")
+        request = self.request
         log.warn(
             "{route}: upstream {replica} broke off the response body; aborting"
             " the client connection so it sees the truncation",
             event="upstream_body_broken",
             route=self.route,
-            replica=self.replica.address if self.replica else "-",
-            error=describeFailure(reason),
+            replica=self.tried[-1].address if self.tried else "-",
+            error=failure.detail,
             request_id=getattr(request, "requestId", "-"),
         )
         request.channel.transport.abortConnection()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.ended or self.headSeen:
+            return
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.abort()
+        self._failed(TIMEOUT, f"no response head within {self.proxy.route.timeout:g}s")
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # The client leaving.
 
@@ -324,10 +352,16 @@ class Exchange:
         if self.ended:
             return
         self.clientGone = True
-        if self.pending is not None:
-            self.pending.cancel()
-        elif self.forwarder is not None:
-            self.forwarder.abort()
+        self.streamingFrom = None
+        self._stopTimer()
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            # Closing it is how the backend learns: its notifyFinish fires.
+            connection.abort()
+        self._release()
+        self._end(
+            "client_gone_during_body" if self.headSeen else "client_gone_before_response"
+        )
 
     def _release(self) -> None:
         if self.replica is not None:
@@ -340,28 +374,6 @@ class Exchange:
             self.proxy.metrics.outcome(self.route, outcome)
 
 
-class _BodyForwarder(Protocol):
-    """
-    Writes the upstream body to the client as it arrives; the upstream
-    transport is the client request's producer, so the client's pace sets
-    the upstream's.
-    """
-
-    def __init__(self, exchange: Exchange) -> None:
-        self._exchange = exchange
-
-    def connectionMade(self) -> None:
-        self._exchange.request.registerProducer(self.transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._exchange.clientGone:
-            self._exchange.request.write(data)
-
-    def connectionLost(self, reason) -> None:
-        self._exchange.bodyEnded(reason)
-
-    def abort(self) -> None:
-        """
-        Close the upstream connection: the backend sees the client leave.
-        """
-        self.transport.stopProducing()
+def _requestId(request) -> bytes | None:
+    requestId = getattr(request, "requestId", None)
+    return requestId.encode("ascii") if requestId else None

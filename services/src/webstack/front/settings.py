@@ -70,16 +70,6 @@ class RouteSettings:
     )
     name: str = ""
 
-    @property
-    def sticky_cookie(self) -> str:
-        """
-        Transitional, for the proxy until it uses
-        L{webstack.front.affinity.RouteCookie}: no backend cookie to follow
-        any more (so the in-memory table stays empty), and not a setting, so
-        the config still refuses C{sticky_cookie}.  Remove with that change.
-        """
-        return ""
-
     def targets(self) -> list[tuple[str, int]]:
         """
         The C{(host, port)} pairs of C{upstream}.

@@ -23,8 +23,7 @@ outright keeps the replicas known.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -85,13 +84,10 @@ def resolveAll(reactor, host: str, port: int) -> Deferred[list[str]]:
 
 class ReplicaSet:
     """
-    The replicas of one upstream, resolved from its targets, and which
-    replica holds which sticky key (a session cookie's value), the most
-    recently used C{affinityLimit} of them.
+    The replicas of one upstream, resolved from its targets.
     """
 
     log = Logger()
-    affinityLimit = 100_000
 
     def __init__(
         self,
@@ -105,7 +101,6 @@ class ReplicaSet:
         self._reactor = reactor
         self._ejectSeconds = ejectSeconds
         self.replicas: list[Replica] = []
-        self._affinity: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._turn = 0
         self.resolved = False
         if all(isIPAddress(h) or isIPv6Address(h) for h, _ in self.targets):
@@ -155,45 +150,38 @@ class ReplicaSet:
         self.replicas = replicas
         self.resolved = True
 
-    def pick(self, exclude: Iterable[Replica] = ()) -> Replica | None:
+    def pick(self, exclude: Sequence[Replica] = ()) -> Replica | None:
         """
-        The replica for the next request, or L{None} if none is available
-        (or none but those in C{exclude}).
+        The replica for the next request: the available one with the fewest
+        requests in flight, rotating among equals; L{None} if none is
+        available (or none but those in C{exclude}).
         """
-        excluded = set(map(id, exclude))
-        now = self._reactor.seconds()
-        available = [
-            r for r in self.replicas if id(r) not in excluded and r.available(now)
-        ]
-        if not available:
+        replicas = self.replicas
+        count = len(replicas)
+        if not count:
             return None
-        self._turn = (self._turn + 1) % len(available)
-        rotated = available[self._turn :] + available[: self._turn]
-        return min(rotated, key=lambda r: r.inFlight)
-
-    def remember(self, key: bytes, replica: Replica) -> None:
-        """
-        Send later requests carrying C{key} to C{replica}.
-        """
-        self._affinity[key] = (replica.host, replica.port)
-        self._affinity.move_to_end(key)
-        while len(self._affinity) > self.affinityLimit:
-            self._affinity.popitem(last=False)
-
-    def affinity(self, key: bytes, exclude: Iterable[Replica] = ()) -> Replica | None:
-        """
-        The available replica remembered for C{key}, if any.
-        """
-        where = self._affinity.get(key)
-        if where is None:
-            return None
-        self._affinity.move_to_end(key)
         now = self._reactor.seconds()
-        excluded = set(map(id, exclude))
-        for replica in self.replicas:
-            if (replica.host, replica.port) == where and id(replica) not in excluded:
-                return replica if replica.available(now) else None
-        return None
+        self._turn = turn = (self._turn + 1) % count
+        best = None
+        for i in range(count):
+            replica = replicas[(turn + i) % count]
+            if (
+                replica.ejectedUntil > now
+                or replica.probeOK is False
+                or (exclude and replica in exclude)
+            ):
+                continue
+            if best is None or replica.inFlight < best.inFlight:
+                best = replica
+        return best
+
+    def availableReplicas(self, exclude: Sequence[Replica] = ()) -> list[Replica]:
+        """
+        The replicas that may be sent a request now, but those in
+        C{exclude}.
+        """
+        now = self._reactor.seconds()
+        return [r for r in self.replicas if r.available(now) and r not in exclude]
 
     def eject(self, replica: Replica, reason: str) -> None:
         """

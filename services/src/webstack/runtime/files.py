@@ -25,8 +25,11 @@ import mimetypes
 
 from twisted.python.filepath import FilePath
 from twisted.web import http, pages, static
+from twisted.web.http import NO_BODY_CODES
+from twisted.web.iweb import _IRequestEncoder
 from twisted.web.resource import EncodingResourceWrapper
 from twisted.web.server import GzipEncoderFactory
+from zope.interface import implementer
 
 _TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
 
@@ -47,7 +50,32 @@ class TextGzipEncoderFactory(GzipEncoderFactory):
         if kind is None or not kind.startswith(_TEXT_TYPES):
             return None
         request.responseHeaders.addRawHeader(b"vary", b"Accept-Encoding")
-        return super().encoderForRequest(request)
+        encoder = super().encoderForRequest(request)
+        return None if encoder is None else _BodilessSafe(encoder, request)
+
+
+@implementer(_IRequestEncoder)
+class _BodilessSafe:
+    """
+    A gzip encoder that writes no gzip trailer after a response that has no
+    body (a C{304}, a C{HEAD}): Twisted's would, and those ten bytes on a
+    keep-alive connection are read by the client as the start of the next
+    response.
+    """
+
+    def __init__(self, encoder, request) -> None:
+        self._encoder = encoder
+        self._request = request
+
+    def encode(self, data: bytes) -> bytes:
+        return self._encoder.encode(data)
+
+    def finish(self) -> bytes:
+        trailer = self._encoder.finish()
+        request = self._request
+        if request.code in NO_BODY_CODES or request.method == b"HEAD":
+            return b""
+        return trailer
 
 
 class SafeFile(static.File):

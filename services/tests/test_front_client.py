@@ -1,0 +1,441 @@
+"""
+The front's proxy path in memory, with real protocol objects at both ends: a
+client's bytes go into the front's own L{Site} (on a L{StringTransport}), the
+front's L{UpstreamConnection}s are joined to a real backend L{Site} by
+L{iosim} pumps, and time is a L{MemoryReactorClock}.  Nothing here is a fake
+of the code under test, and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from webstack.front.affinity import RouteCookie
+from webstack.front.client import UpstreamPool
+from webstack.front.metrics import ProxyMetrics
+from webstack.front.proxy import RouteProxy
+from webstack.front.settings import RouteSettings
+from webstack.front.upstreams import ReplicaSet
+
+CLIENT = IPv4Address("TCP", "192.0.2.7", 40000)
+FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
+
+
+# The backend: a real Site whose resources say what they saw.
+
+
+class Instant(Resource):
+    isLeaf = True
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def render(self, request):
+        self.seen.append(request)
+        request.replicaHost = getattr(request.channel, "replicaHost", None)
+        body = request.content.read()
+        request.setHeader(b"content-type", b"text/plain")
+        request.responseHeaders.addRawHeader(b"set-cookie", b"a=1")
+        request.responseHeaders.addRawHeader(b"set-cookie", b"b=2")
+        request.setHeader(b"connection", b"x-private")
+        request.setHeader(b"x-private", b"secret")
+        return b"hello " + body
+
+
+class Held(Resource):
+    """
+    Answers when the test says so; records how each request ended.
+    """
+
+    isLeaf = True
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+        self.ended = []
+
+    def render(self, request):
+        self.seen.append(request)
+        request.notifyFinish().addBoth(self.ended.append)
+        return server.NOT_DONE_YET
+
+
+class Backend:
+    def __init__(self, clock):
+        self.seen = []
+        demos = Resource()
+        self.held = Held(self.seen)
+        demos.putChild(b"instant", Instant(self.seen))
+        demos.putChild(b"held", self.held)
+        root = Resource()
+        root.putChild(b"async", demos)
+        self.site = server.Site(root, reactor=clock)
+
+
+# The front: a real Site with one route, and the wiring of its connections.
+
+
+class World:
+    def __init__(self, *hosts, timeout=30.0, sticky=False):
+        self.clock = MemoryReactorClock()
+        self.backend = Backend(self.clock)
+        self.replicas = ReplicaSet(
+            "async", [(h, 80) for h in (hosts or ("10.0.0.1",))], self.clock, 5.0
+        )
+        self.pool = UpstreamPool(
+            self.clock, connectTimeout=3.0, maxIdle=8, idleTimeout=30.0
+        )
+        self.registry = CollectorRegistry()
+        route = RouteSettings(prefix="/async/", upstream="x:1", timeout=timeout, name="async")
+        self.proxy = RouteProxy(
+            route,
+            self.replicas,
+            pool=self.pool,
+            reactor=self.clock,
+            metrics=ProxyMetrics(self.registry),
+            routeCookie=RouteCookie(b"k" * 32, "/async/") if sticky else None,
+        )
+        root = Resource()
+        root.putChild(b"async", self.proxy)
+        self.front = server.Site(root, reactor=self.clock)
+        self.pumps: list[iosim.IOPump] = []
+        self.upstreamTransports: list[iosim.FakeTransport] = []
+
+    def client(self, raw: bytes):
+        channel = self.front.buildProtocol(CLIENT)
+        transport = StringTransport(hostAddress=FRONT, peerAddress=CLIENT)
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        self.flush()
+        return channel, transport
+
+    def connections(self):
+        """
+        Where the pool asked to connect.
+        """
+        return [(host, port) for host, port, *_ in self.clock.tcpClients]
+
+    def accept(self):
+        """
+        Let every pending upstream connection succeed, to the backend.
+        """
+        while self.clock.tcpClients:
+            host, port, factory, timeout, bind = self.clock.tcpClients.pop(0)
+            clientProtocol = factory.buildProtocol(None)
+            serverProtocol = self.backend.site.buildProtocol(None)
+            serverProtocol._channel.replicaHost = host  # which replica this "is"
+            clientTransport = iosim.makeFakeClient(clientProtocol)
+            self.upstreamTransports.append(clientTransport)
+            self.pumps.append(
+                iosim.connect(
+                    serverProtocol,
+                    iosim.makeFakeServer(serverProtocol),
+                    clientProtocol,
+                    clientTransport,
+                    clock=self.clock,
+                )
+            )
+        self.flush()
+
+    def refuse(self, reason=None):
+        host, port, factory, *_ = self.clock.tcpClients.pop(0)
+        factory.clientConnectionFailed(None, Failure(reason or ConnectionRefusedError()))
+
+    def flush(self):
+        for pump in self.pumps:
+            pump.flush()
+
+    def outcome(self, name):
+        return self.registry.get_sample_value(
+            "front_upstream_exchanges_total", {"route": "async", "outcome": name}
+        )
+
+
+def response(transport: StringTransport) -> bytes:
+    return transport.value()
+
+
+GET = b"GET /async/instant HTTP/1.1\r\nHost: front.example\r\n\r\n"
+
+
+def test_aRequestCrossesTheFrontAndItsAnswerComesBackWithItsLength():
+    world = World()
+    channel, transport = world.client(GET)
+    assert world.connections() == [("10.0.0.1", 80)]
+    world.accept()
+    [seen] = world.backend.seen
+    assert seen.uri == b"/async/instant"
+    assert seen.requestHeaders.getRawHeaders(b"host") == [b"front.example"]
+    assert seen.requestHeaders.getRawHeaders(b"x-forwarded-for") == [b"192.0.2.7"]
+    assert seen.requestHeaders.getRawHeaders(b"x-forwarded-proto") == [b"http"]
+    out = response(transport)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 6\r\n" in out and b"chunked" not in out.lower()
+    assert out.endswith(b"\r\n\r\nhello ")
+    assert world.outcome("response") == 1
+    assert world.replicas.replicas[0].inFlight == 0
+
+
+def test_repeatedHeadersSurviveAndHopByHopOnesDoNot():
+    world = World()
+    channel, transport = world.client(GET)
+    world.accept()
+    out = response(transport)
+    assert b"Set-Cookie: a=1\r\n" in out and b"Set-Cookie: b=2\r\n" in out
+    assert b"secret" not in out and b"X-Private" not in out
+
+
+def test_theUpstreamConnectionIsKeptAndReused():
+    world = World()
+    world.client(GET)
+    world.accept()
+    assert world.pool.idleCount() == 1
+    channel, transport = world.client(GET)
+    assert world.connections() == []
+    assert len(world.backend.seen) == 2
+    assert response(transport).endswith(b"hello ")
+
+
+def test_aBodyIsForwardedWithItsLength():
+    world = World()
+    channel, transport = world.client(
+        b"POST /async/instant HTTP/1.1\r\nHost: f\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    world.accept()
+    [seen] = world.backend.seen
+    assert seen.requestHeaders.getRawHeaders(b"content-length") == [b"5"]
+    assert not seen.requestHeaders.hasHeader(b"transfer-encoding")
+    assert response(transport).endswith(b"hello abcde")
+
+
+def test_aHeadResponseLeavesTheConnectionReadyForTheNext():
+    world = World()
+    channel, transport = world.client(
+        b"HEAD /async/instant HTTP/1.1\r\nHost: f\r\n\r\n"
+    )
+    world.accept()
+    assert response(transport).startswith(b"HTTP/1.1 200")
+    assert world.pool.idleCount() == 1
+    channel, transport = world.client(GET)
+    assert response(transport).endswith(b"hello ")
+
+
+def test_aClientLeavingBeforeTheResponseClosesTheUpstreamConnection():
+    world = World()
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    assert len(world.backend.seen) == 1 and world.backend.held.ended == []
+    channel.connectionLost(Failure(ConnectionDone()))
+    world.flush()
+    [ended] = world.backend.held.ended
+    assert isinstance(ended, Failure)
+    assert world.outcome("client_gone_before_response") == 1
+    assert world.replicas.replicas[0].inFlight == 0
+    assert world.pool.idleCount() == 0
+    assert world.clock.getDelayedCalls() == [] or all(
+        not c.active() for c in world.clock.getDelayedCalls()
+    )
+
+
+def test_aClientLeavingDuringTheBodyClosesTheUpstreamConnection():
+    world = World()
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    [held] = world.backend.seen
+    held.write(b"first part")
+    world.flush()
+    assert b"first part" in response(transport)
+    channel.connectionLost(Failure(ConnectionDone()))
+    world.flush()
+    [ended] = world.backend.held.ended
+    assert isinstance(ended, Failure)
+    assert world.outcome("client_gone_during_body") == 1
+    assert world.replicas.replicas[0].inFlight == 0
+
+
+def test_aSlowClientPausesTheUpstream():
+    world = World()
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    [held] = world.backend.seen
+    held.write(b"first part")
+    world.flush()
+    [upstream] = world.upstreamTransports
+    paused = []
+    upstream.pauseProducing = lambda: paused.append("pause")
+    upstream.resumeProducing = lambda: paused.append("resume")
+    # What the client's transport does when its buffer is full, and empty.
+    transport.producer.pauseProducing()
+    assert paused == ["pause"]
+    transport.producer.resumeProducing()
+    assert paused == ["pause", "resume"]
+    held.write(b" second")
+    held.finish()
+    world.flush()
+    assert response(transport).endswith(b"0\r\n\r\n")
+    assert world.outcome("response") == 1
+    assert world.pool.idleCount() == 1
+
+
+def test_aBodyBrokenOffUpstreamAbortsTheClientConnection():
+    world = World()
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    [held] = world.backend.seen
+    held.setHeader(b"content-length", b"100")
+    held.write(b"only a part")
+    world.flush()
+    held.channel.transport.abortConnection()
+    world.flush()
+    assert transport.disconnecting
+    assert world.outcome("broken_body") == 1
+    assert world.replicas.replicas[0].inFlight == 0
+
+
+def test_noResponseHeadWithinTheRouteTimeoutIs504():
+    world = World(timeout=2.0)
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    world.clock.advance(1.999)
+    assert response(transport) == b""
+    world.clock.advance(0.001)
+    world.flush()
+    assert response(transport).startswith(b"HTTP/1.1 504")
+    assert isinstance(world.backend.held.ended[0], Failure)
+    assert world.outcome("timeout") == 1
+
+
+def test_aRefusingReplicaIsEjectedAndTheRequestTriedOnAnother():
+    world = World("10.0.0.1", "10.0.0.2")
+    channel, transport = world.client(GET)
+    [first] = world.connections()
+    world.refuse()
+    [second] = world.connections()
+    assert first != second
+    world.accept()
+    assert response(transport).endswith(b"hello ")
+    ejected = [r for r in world.replicas.replicas if r.lastError]
+    assert len(ejected) == 1 and ejected[0].ejectedUntil == 5.0
+    assert world.registry.get_sample_value(
+        "front_upstream_retries_total", {"route": "async"}
+    ) == 1
+
+
+@pytest.mark.parametrize(
+    "reason, outcome",
+    [(ConnectionRefusedError(), "refused"), (ConnectTimeoutError(), "connect_timeout")],
+)
+def test_withNoReplicaLeftTheAnswerIs502(reason, outcome):
+    world = World()
+    channel, transport = world.client(GET)
+    world.refuse(reason)
+    assert response(transport).startswith(b"HTTP/1.1 502")
+    assert world.outcome(outcome) == 1
+    channel, transport = world.client(GET)
+    assert world.connections() == []
+    assert b"1 known, all failing" in response(transport)
+    assert world.outcome("no_replica") == 1
+
+
+def test_aResetAfterSendingIsNotRetried():
+    world = World("10.0.0.1", "10.0.0.2")
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    world.backend.seen[0].channel.transport.abortConnection()
+    world.flush()
+    assert world.connections() == []
+    assert response(transport).startswith(b"HTTP/1.1 502")
+    assert world.outcome("reset") == 1
+
+
+def _closeIdleUpstream(world):
+    """
+    The backend closes the pooled connection, but the front has not read
+    the close yet (the race a keep-alive client always has).
+    """
+    [pump] = world.pumps
+    pump.serverIO.disconnecting = True
+    return pump
+
+
+def test_anIdempotentRequestOnAConnectionClosedUnderItIsSentAgain():
+    world = World()
+    world.client(GET)
+    world.accept()
+    pump = _closeIdleUpstream(world)
+    channel, transport = world.client(GET)
+    # The request went out on the pooled connection; the close arrives.
+    pump.flush()
+    assert world.connections() == [("10.0.0.1", 80)]
+    world.accept()
+    assert response(transport).endswith(b"hello ")
+    assert world.outcome("response") == 2
+
+
+def test_aRequestWithABodyOnAConnectionClosedUnderItIs502():
+    world = World()
+    world.client(GET)
+    world.accept()
+    pump = _closeIdleUpstream(world)
+    channel, transport = world.client(
+        b"POST /async/instant HTTP/1.1\r\nHost: f\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    pump.flush()
+    assert world.connections() == []
+    assert response(transport).startswith(b"HTTP/1.1 502")
+
+
+def test_aStickyRouteSendsAClientBackToItsReplica():
+    world = World("10.0.0.1", "10.0.0.2", sticky=True)
+    channel, transport = world.client(GET)
+    [(host, _)] = world.connections()
+    world.accept()
+    out = response(transport)
+    cookie = [
+        line.split(b": ", 1)[1].split(b";")[0]
+        for line in out.split(b"\r\n")
+        if line.startswith(b"Set-Cookie: WEBSTACK_ROUTE=")
+    ]
+    assert len(cookie) == 1
+    for _ in range(3):
+        channel, transport = world.client(
+            b"GET /async/instant HTTP/1.1\r\nHost: f\r\nCookie: x=1; " + cookie[0] + b"\r\n\r\n"
+        )
+        world.accept()
+        assert b"WEBSTACK_ROUTE" not in response(transport)
+    assert [r.replicaHost for r in world.backend.seen] == [host] * 4
+    # The service sees its own cookies, not the front's.
+    assert world.backend.seen[-1].requestHeaders.getRawHeaders(b"cookie") == [b"x=1"]
+    forged = cookie[0][:-2] + b"xx"
+    channel, transport = world.client(
+        b"GET /async/instant HTTP/1.1\r\nHost: f\r\nCookie: " + forged + b"\r\n\r\n"
+    )
+    world.accept()
+    assert b"Set-Cookie: WEBSTACK_ROUTE=" in response(transport)
+    # A forged value is ignored: the request is balanced, not refused.
+    assert response(transport).startswith(b"HTTP/1.1 200")
+
+
+def test_bytesAfterACompleteResponseCloseTheConnectionNotTheResponse():
+    world = World()
+    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    world.accept()
+    [pump] = world.pumps
+    # A 304 followed by a stray gzip trailer, as Twisted's encoder sends.
+    pump.client.dataReceived(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n\x03\x00\x00\x00")
+    world.flush()
+    assert response(transport).startswith(b"HTTP/1.1 304")
+    assert not transport.disconnecting
+    assert world.outcome("response") == 1
+    assert world.pool.idleCount() == 0
