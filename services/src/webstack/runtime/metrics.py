@@ -53,6 +53,8 @@ class HTTPMetrics:
             "http_requests_in_flight",
             "Requests received whose response is not finished yet.",
             registry=registry,
+            # With several workers: the sum over the live ones.
+            multiprocess_mode="livesum",
         )
         self.refused = Counter(
             "http_requests_refused_total",
@@ -65,6 +67,7 @@ class HTTPMetrics:
             "http_open_connections",
             "Client connections currently open.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self._children: dict[tuple[str, str, str], tuple] = {}
 
@@ -95,11 +98,40 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, multiprocessDir: str | None = None
+    ) -> None:
         super().__init__()
         self._registry = registry
+        if multiprocessDir is not None:
+            self._registry = WorkersView(registry, multiprocessDir)
 
     def render_GET(self, request):
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return generate_latest(self._registry)
+
+
+class WorkersView:
+    """
+    What one of several workers (L{webstack.runtime.workers}) exposes: the
+    counters, histograms and gauges of every worker, summed from the files
+    of prometheus_client's multiprocess mode in C{path}, and then the
+    families only this process's C{registry} has: its custom collectors
+    (the front's replica gauges, read when scraped), which are this
+    worker's own view.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._registry = registry
+        self._path = path
+
+    def collect(self):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        summed = list(MultiProcessCollector(None, self._path).collect())
+        names = {family.name for family in summed}
+        yield from summed
+        for family in self._registry.collect():
+            if family.name not in names:
+                yield family

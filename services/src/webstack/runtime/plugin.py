@@ -39,6 +39,7 @@ from .health import Health, LivenessResource, ReadinessResource
 from .metrics import HTTPMetrics, MetricsResource
 from .service import RuntimeSettings, WebService, listeningEndpoint
 from .site import RouteLabeler, WebSite
+from .workers import WorkerCommand, WorkerParent, workerCount, workerRequestFactory
 
 
 @dataclass
@@ -54,6 +55,7 @@ class AppContext:
     registry: CollectorRegistry
     health: Health
     configDir: FilePath = field(default_factory=lambda: FilePath("config"))
+    metricsDir: str | None = None
 
     def configPath(self, relative: str) -> FilePath:
         """
@@ -72,7 +74,7 @@ class AppContext:
         return {
             b"healthz": LivenessResource(),
             b"readyz": ReadinessResource(self.health),
-            b"metrics": MetricsResource(self.registry),
+            b"metrics": MetricsResource(self.registry, self.metricsDir),
         }
 
     def mountOps(self, parent: Resource) -> Resource:
@@ -148,9 +150,17 @@ def buildService(
     settings: Any,
     reactor,
     configDir: FilePath | None = None,
+    *,
+    endpoint=None,
+    metricsDir: str | None = None,
+    workerId: bytes | None = None,
 ) -> WebService:
     """
     Assemble the running service: app, site, endpoint, drain.
+
+    A worker (L{webstack.runtime.workers}) passes the three keywords: the
+    socket it adopts instead of listening, the directory of the workers'
+    shared metrics, and its C{X-Worker} value.
     """
     registry = CollectorRegistry(auto_describe=True)
     health = Health()
@@ -162,6 +172,7 @@ def buildService(
         registry=registry,
         health=health,
         configDir=configDir or FilePath("config"),
+        metricsDir=metricsDir,
     )
     app = module.makeApp(context)
     site = WebSite(
@@ -178,10 +189,14 @@ def buildService(
     )
     if app.configureSite is not None:
         app.configureSite(site)
+    if workerId is not None:
+        site.requestFactory = workerRequestFactory(site.requestFactory, workerId)
+    if endpoint is None:
+        endpoint = listeningEndpoint(reactor, runtime.listen, runtime.backlog)
     return WebService(
         name=f"webstack-{module.SECTION}",
         reactor=reactor,
-        endpoint=listeningEndpoint(reactor, runtime.listen, runtime.backlog),
+        endpoint=endpoint,
         site=site,
         health=health,
         drainTimeout=runtime.drain_timeout,
@@ -223,15 +238,37 @@ class ServiceOptions(usage.Options):
                 module, document, environ, path
             )
             self.module = module
-            self.configDir = FilePath(os.path.abspath(path)).parent()
+            self.configFile = os.path.abspath(path)
+            self.configDir = FilePath(self.configFile).parent()
             # Check the listen description now too, not at start-up.
             from twisted.internet import reactor
 
             listeningEndpoint(reactor, self.runtime.listen, self.runtime.backlog)
+            self.workers = workerCount(self.runtime.workers)
+            kind = self.runtime.listen.split(":", 1)[0]
+            if self.workers > 1 and kind not in ("tcp", "tcp6"):
+                raise ConfigError(
+                    f"{module.SECTION}.workers = {self.runtime.workers} needs a tcp"
+                    f" listen description, not {self.runtime.listen!r}"
+                    " (or set workers = 1)"
+                )
         except ConfigError as e:
             sys.stderr.write(f"{self.tapname}: {e}\n")
             sys.stderr.flush()
             raise SystemExit(2)
+
+
+def _loggerName(twistdOptions) -> str | None:
+    """
+    The dotted name of twistd's C{--logger}, for the workers to log alike
+    (twistd's options hold the factory itself by then).
+    """
+    factory = twistdOptions.get("logger") if twistdOptions is not None else None
+    if factory is None:
+        return None
+    if isinstance(factory, str):
+        return factory
+    return f"{factory.__module__}.{factory.__qualname__}"
 
 
 @implementer(IServiceMaker, IPlugin)
@@ -248,9 +285,32 @@ class WebServiceMaker:
     def options(self) -> ServiceOptions:
         return ServiceOptions(self.moduleName, self.tapname)
 
-    def makeService(self, options: ServiceOptions) -> WebService:
+    def makeService(self, options: ServiceOptions) -> IService:
+        """
+        The service itself, or, with C{workers} above 1, the parent of that
+        many processes that each run it (L{WorkerParent}).
+        """
         from twisted.internet import reactor
 
+        if options.workers > 1:
+            parent = getattr(options, "parent", None)
+            return WorkerParent(
+                name=f"webstack-{options.module.SECTION}",
+                reactor=reactor,
+                endpoint=listeningEndpoint(
+                    reactor, options.runtime.listen, options.runtime.backlog
+                ),
+                count=options.workers,
+                command=WorkerCommand(
+                    moduleName=self.moduleName,
+                    tapname=self.tapname,
+                    configFile=options.configFile,
+                    logger=_loggerName(parent),
+                    environ=dict(os.environ),
+                ),
+                drainTimeout=options.runtime.drain_timeout,
+                handleSigterm=True,
+            )
         return buildService(
             options.module, options.runtime, options.settings, reactor, options.configDir
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 
 from .config import ConfigError, setting
@@ -57,6 +57,13 @@ class RuntimeSettings:
     drain_timeout: float = setting(
         10.0, minimum=0, maximum=600, help="on SIGTERM, wait this long for requests (s)"
     )
+    workers: int = setting(
+        1,
+        minimum=0,
+        maximum=256,
+        help="processes accepting on the one listening socket (0: one per CPU;"
+        " see webstack.runtime.workers)",
+    )
 
 
 def listeningEndpoint(reactor, description: str, backlog: int):
@@ -74,6 +81,36 @@ def listeningEndpoint(reactor, description: str, backlog: int):
         raise ConfigError(
             f"listen = {description!r} is not a valid endpoint description: {e}"
         ) from None
+
+
+def stopReactor(reactor) -> None:
+    """
+    Stop C{reactor} unless it is stopping already: a second signal during a
+    drain must change nothing (C{reactor.stop} would raise).
+    """
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
+def handleSigterm(reactor) -> None:
+    """
+    Make SIGTERM stop C{reactor}, and so drain, with exit status 0.
+
+    twistd's own SIGTERM handler would stop it too but then kill the process
+    with the signal again, for an exit status of 143; a graceful drain is
+    the normal way for a service to end.  Installed once the reactor runs,
+    after its own handlers, to replace its SIGTERM one; only from the main
+    thread (tests run services in others).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def onSigterm(signum, frame) -> None:
+        reactor.callFromThread(stopReactor, reactor)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, onSigterm)
 
 
 class WebService(MultiService):
@@ -134,13 +171,8 @@ class WebService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        if self._handleSigterm and threading.current_thread() is threading.main_thread():
-            # After the reactor has installed its own handlers, to replace
-            # its SIGTERM one.
-            self._reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._sigterm)
-
-    def _sigterm(self, signum, frame) -> None:
-        self._reactor.callFromThread(self._reactor.stop)
+        if self._handleSigterm:
+            handleSigterm(self._reactor)
 
     def _listening(self, port) -> None:
         self.port = port
