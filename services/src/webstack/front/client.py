@@ -30,6 +30,8 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from webstack.runtime.writes import writeNow
+
 from .failures import ERROR, RESET, UpstreamFailure, connectFailureKind, describeFailure
 
 log = Logger()
@@ -156,10 +158,7 @@ class UpstreamConnection(Protocol):
         self.exchange = exchange
         self._reset()
         self._headRequest = isHead
-        if body:
-            self.transport.writeSequence((head, body))
-        else:
-            self.transport.write(head)
+        writeNow(self.transport, head + body if body else head)
 
     def abort(self) -> None:
         """
