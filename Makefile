@@ -20,10 +20,13 @@ WORKERS ?= 0
 HOST ?=
 LOAD_WORKERS = $(if $(filter-out 0,$(WORKERS)),$(WORKERS),2)
 
-# Benchmark knobs (see README, "Benchmarks").
+# Benchmark knobs (see README, "Benchmarks"): seconds of each wrk run,
+# client aborts per proxy, and the client counts N of the lateness runs (N
+# clients of a 2-s delay connecting over N/1000 s; empty: none).
 BENCH_OUT ?= bench-results
-BENCH_CONCURRENCY ?= 5000
 BENCH_DURATION ?= 5
+BENCH_ABORTS ?= 200
+BENCH_LATENESS ?= 2000,5000,9000
 
 # Containers (see README, "Containers").
 SUITE ?= bookworm
@@ -115,8 +118,12 @@ test-unit: venv ## Only the in-memory tests
 test-integration: venv venv-load ## Only the tests over real sockets and processes
 	$(PY) -m pytest -m integration
 
-bench: venv $(ROUTE_KEY) ## Benchmark front vs direct vs stock proxy; writes $(BENCH_OUT)/
-	$(PY) -m webstack.bench --out $(BENCH_OUT) --concurrency $(BENCH_CONCURRENCY) --duration $(BENCH_DURATION)
+# The chart is drawn by the load environment's interpreter, which has
+# matplotlib: the services' lock stays free of it.
+bench: venv venv-load $(ROUTE_KEY) ## Front (1, 2 workers) beside direct, nginx, stock Twisted; writes $(BENCH_OUT)/ (JSON, PNG)
+	$(PY) -m webstack.bench --out $(BENCH_OUT) --duration $(BENCH_DURATION) \
+	  --aborts $(BENCH_ABORTS) --lateness "$(BENCH_LATENESS)"
+	$(LOADVENV)/bin/python -m webstack.bench.chart $(BENCH_OUT)/latest.json $(BENCH_OUT)/latest.png
 
 clean: ## Remove the virtual environments, wheels and results
 	rm -rf $(VENV) $(LOADVENV) $(BENCH_OUT) .pytest_cache build reports
