@@ -434,6 +434,51 @@ def test_aWorkerNoticesItsParentIsGone():
         os.close(readEnd)
 
 
+def writeWorkerCounter(directory, pid, value):
+    """
+    What a worker's C{http_requests_total} leaves in the multiprocess files.
+    """
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    values = MmapedDict(os.path.join(directory, f"counter_{pid}.db"))
+    key = mmap_key(
+        "http_requests", "http_requests_total", ["route"], ["/"], "Requests."
+    )
+    values.write_value(key, value, 0.0)
+    values.close()
+
+
+def test_aWorkerExposesTheSumOfEveryWorkerAndItsOwnCollectors(tmp_path):
+    """
+    The multiprocess files give the sums; this process's registry adds only
+    what the files lack (a custom collector), and is read first, so that a
+    collector that brings figures up to date as it is read is seen.
+    """
+    from prometheus_client import CollectorRegistry, Counter
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.exposition import generate_latest
+
+    from webstack.runtime.metrics import WorkersView
+
+    writeWorkerCounter(tmp_path, 101, 3.0)
+    registry = CollectorRegistry()
+    # This process's own (not multiprocess here) copy: left out.
+    Counter("http_requests", "Requests.", ["route"], registry=registry).labels("/").inc(1000)
+
+    class Replicas:
+        def collect(self):
+            writeWorkerCounter(tmp_path, 102, 4.0)
+            family = GaugeMetricFamily("front_replicas", "Replicas.", labels=["route"])
+            family.add_metric(["async"], 2)
+            return [family]
+
+    registry.register(Replicas())
+    text = generate_latest(WorkersView(registry, str(tmp_path))).decode()
+    assert 'http_requests_total{route="/"} 7.0' in text
+    assert "1000" not in text
+    assert 'front_replicas{route="async"} 2.0' in text
+
+
 # Real processes.
 
 

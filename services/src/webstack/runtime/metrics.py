@@ -116,9 +116,9 @@ class WorkersView:
     """
     What one of several workers (L{webstack.runtime.workers}) exposes: the
     counters, histograms and gauges of every worker, summed from the files
-    of prometheus_client's multiprocess mode in C{path}, and then the
-    families only this process's C{registry} has: its custom collectors
-    (the front's replica gauges, read when scraped), which are this
+    of prometheus_client's multiprocess mode in C{path} (each gauge as its
+    C{multiprocess_mode} says), and then the families only this process's
+    C{registry} has: custom collectors read when scraped, which give this
     worker's own view.
     """
 
@@ -129,9 +129,13 @@ class WorkersView:
     def collect(self):
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        # This process's registry first: a collector there may bring this
+        # worker's gauges up to date as it is read (the front's do), and the
+        # files must be read after that.
+        own = list(self._registry.collect())
         summed = list(MultiProcessCollector(None, self._path).collect())
         names = {family.name for family in summed}
         yield from summed
-        for family in self._registry.collect():
+        for family in own:
             if family.name not in names:
                 yield family
