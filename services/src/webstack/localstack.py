@@ -211,10 +211,8 @@ class LocalStack:
                     )
             if self.ephemeral:
                 overrides["WEBSTACK_FRONT_LISTEN"] = "tcp:0:interface=127.0.0.1"
-            front = ServiceProcess("front", self._env(overrides), self.echo)
-            self.services["front"] = front
-            front.waitListening(START_TIMEOUT)
-            waitReady(self.url("front", "/-/readyz"), START_TIMEOUT)
+            self._frontEnv = self._env(overrides)
+            self._startFront()
             for name in self.backends:
                 for replica in self.replicaNames(name):
                     waitReady(self.url(replica, "/readyz"), START_TIMEOUT)
@@ -222,6 +220,24 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _startFront(self) -> None:
+        front = ServiceProcess("front", self._frontEnv, self.echo)
+        self.services["front"] = front
+        front.waitListening(START_TIMEOUT)
+        waitReady(self.url("front", "/-/readyz"), START_TIMEOUT)
+
+    def restartFront(self, timeout: float = 20.0) -> int:
+        """
+        Stop the front (SIGTERM: it drains) and start it again with the same
+        settings, the backends left running; return its exit status.  With
+        C{ephemeral}, the new front listens on a new port.
+        """
+        front = self.services["front"]
+        front.terminate()
+        status = front.wait(timeout)
+        self._startFront()
+        return status
 
     def replicaNames(self, name: str) -> list[str]:
         """

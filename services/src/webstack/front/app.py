@@ -19,7 +19,7 @@ from webstack.runtime.plugin import App, AppContext
 from .affinity import routeCookie
 from .client import UpstreamPool
 from .landing import LandingPage
-from .metrics import ProxyMetrics, ReplicaCollector
+from .metrics import ProxyMetrics, ReplicaGauges
 from .probe import probeAll
 from .proxy import RouteProxy
 from .settings import SECTION, SUBTABLES, Settings, loadSettings
@@ -105,7 +105,7 @@ def makeApp(context: AppContext) -> App:
         for route in settings.routes
     }
     metrics = ProxyMetrics(context.registry)
-    context.registry.register(ReplicaCollector(replicaSets))
+    gauges = ReplicaGauges(context.registry, replicaSets)
 
     proxies = [
         (
@@ -144,11 +144,16 @@ def makeApp(context: AppContext) -> App:
         pool.closeIdle()
 
     return App(
-        resource=FrontRoot(proxies, LandingPage(settings.routes, replicaSets), ops),
+        resource=FrontRoot(
+            proxies,
+            LandingPage(settings.routes, replicaSets, gauges, context.metricsDir),
+            ops,
+        ),
         routes=[r.prefix for r in settings.routes] + ["/-/"],
         children=[
             TimerService(settings.resolve_interval, refreshAll),
             TimerService(1.0, pool.sweep),
+            TimerService(1.0, gauges.publish),
             TimerService(
                 settings.health_interval,
                 probeAll,

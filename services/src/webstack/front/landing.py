@@ -15,6 +15,7 @@ from twisted.web.resource import Resource
 from webstack.runtime.errors import wantsJSON
 
 from .catalog import DEMOS, Demo
+from .metrics import workersView
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>webstack</title>
@@ -49,17 +50,45 @@ def _state(status: dict | None, configured: bool) -> tuple[str, str]:
 class LandingPage(Resource):
     isLeaf = True
 
-    def __init__(self, routes, replicaSets) -> None:
+    def __init__(self, routes, replicaSets, gauges=None, metricsDir=None) -> None:
+        """
+        @param gauges: the L{ReplicaGauges} this worker publishes.
+        @param metricsDir: with several workers, where they all publish:
+            the page then shows the replicas as the whole front sees them
+            (requests in flight summed over the workers, a replica up only
+            while every worker sends to it), whichever worker answers.
+        """
         super().__init__()
         self._routes = routes
         self._sets = replicaSets
+        self._gauges = gauges
+        self._metricsDir = metricsDir
+
+    def _status(self, name: str, replicaSet, shared) -> dict:
+        status = replicaSet.status()
+        if shared is None:
+            return status
+        for replica in status["replicas"]:
+            seen = shared.get((name, replica["address"]))
+            if seen:
+                replica.update(seen)
+        status["available"] = sum(1 for r in status["replicas"] if r["available"])
+        return status
 
     def describe(self) -> list[dict[str, object]]:
         demos = []
+        shared = None
+        if self._metricsDir is not None and self._gauges is not None:
+            self._gauges.publish()
+            _, shared = workersView(self._metricsDir)
         for route in self._routes:
             demo = DEMOS.get(route.name, Demo(route.name, ()))
             replicaSet = self._sets[route.name]
-            status = replicaSet.status() if replicaSet.configured else None
+            status = (
+                self._status(route.name, replicaSet, shared)
+                if replicaSet.configured
+                else None
+            )
             state, summary = _state(status, replicaSet.configured)
             demos.append(
                 {

@@ -5,11 +5,14 @@ The front's own metrics, beside the request metrics every service has.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+import glob
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
 from webstack.runtime.metrics import LATENCY_BUCKETS
+
 
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -55,25 +58,103 @@ class ProxyMetrics:
         self._child(self.retries, route).inc()
 
 
-class ReplicaCollector(Collector):
+class ReplicaGauges:
     """
-    The replicas of every route, known and available, read when scraped.
+    Every replica as this process sees it (known, available, requests in
+    flight), published as gauges by L{publish}: every second, and before the
+    landing page or C{/-/metrics} is read.
+
+    Gauges rather than a collector read when scraped, because with several
+    workers (L{webstack.runtime.workers}) each one knows only its own
+    requests and ejections: prometheus_client's multiprocess files then
+    combine the workers' values, in flight summed and availability the
+    lowest (a replica counts as available only while every worker sends to
+    it), so whichever worker answers shows the whole front.
     """
 
-    def __init__(self, replicaSets) -> None:
+    def __init__(self, registry: CollectorRegistry, replicaSets) -> None:
         self._sets = replicaSets
-
-    def collect(self):
-        known = GaugeMetricFamily(
-            "front_replicas", "Replicas known per route.", labels=["route"]
+        self._published: dict[str, set[str]] = {}
+        # Registered before the gauges, so a scrape publishes, then reads.
+        registry.register(_PublishFirst(self))
+        self.known = Gauge(
+            "front_replicas",
+            "Replicas known per route.",
+            ["route"],
+            registry=registry,
+            multiprocess_mode="livemax",
         )
-        available = GaugeMetricFamily(
+        self.available = Gauge(
             "front_replicas_available",
-            "Replicas neither ejected nor failing their probe, per route.",
-            labels=["route"],
+            "Replicas neither ejected nor failing their probe, per route (with"
+            " several workers: as the least hopeful worker sees it).",
+            ["route"],
+            registry=registry,
+            multiprocess_mode="livemin",
         )
+        self.replicaInFlight = Gauge(
+            "front_replica_in_flight",
+            "Requests in flight to each replica (summed over the workers).",
+            ["route", "replica"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.replicaAvailable = Gauge(
+            "front_replica_available",
+            "1 while a replica is sent requests (by every worker), else 0.",
+            ["route", "replica"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+
+    def publish(self) -> None:
         for name, replicaSet in self._sets.items():
             status = replicaSet.status()
-            known.add_metric([name], len(status["replicas"]))
-            available.add_metric([name], status["available"])
-        return [known, available]
+            self.known.labels(name).set(len(status["replicas"]))
+            self.available.labels(name).set(status["available"])
+            current = set()
+            for replica in status["replicas"]:
+                address = replica["address"]
+                current.add(address)
+                self.replicaInFlight.labels(name, address).set(replica["in_flight"])
+                self.replicaAvailable.labels(name, address).set(
+                    1 if replica["available"] else 0
+                )
+            for gone in self._published.get(name, set()) - current:
+                self.replicaInFlight.remove(name, gone)
+                self.replicaAvailable.remove(name, gone)
+            self._published[name] = current
+
+
+class _PublishFirst(Collector):
+    def __init__(self, gauges: ReplicaGauges) -> None:
+        self._gauges = gauges
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        self._gauges.publish()
+        return []
+
+
+def workersView(metricsDir: str) -> tuple[int, dict[tuple[str, str], dict]]:
+    """
+    The replicas as all the workers sharing C{metricsDir} see them together:
+    how many workers are alive, and per C{(route, address)} the requests in
+    flight (summed) and whether it is available (to every worker).
+    """
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    view: dict[tuple[str, str], dict] = {}
+    for family in MultiProcessCollector(None, metricsDir).collect():
+        if family.name == "front_replica_in_flight":
+            for sample in family.samples:
+                key = (sample.labels["route"], sample.labels["replica"])
+                view.setdefault(key, {})["in_flight"] = int(sample.value)
+        elif family.name == "front_replica_available":
+            for sample in family.samples:
+                key = (sample.labels["route"], sample.labels["replica"])
+                view.setdefault(key, {})["available"] = sample.value >= 1
+    workers = len(glob.glob(os.path.join(metricsDir, "gauge_livesum_*.db")))
+    return workers, view
