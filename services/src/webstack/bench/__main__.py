@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         progress(f"throughput of a 52-byte answer (wrk 1 thread, 64 connections,"
                  f" {args.duration:g} s each, after 1 s of warm-up)...")
         results["throughput"] = measureThroughput(
-            wrk, servers, backend.process.pid, args.duration, progress
+            wrk, servers, backend.process.pid, args.duration, progress, results["notes"]
         )
         results["runtime_overhead"] = runtimeOverhead(results["throughput"])
         processes = results["throughput"]["front2"]["processes"]
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
             progress.detail(f"note: {note}")
 
         progress(f"{args.aborts} client aborts through each proxy...")
-        results["aborts"] = measureAllAborts(servers, backend, args.aborts, progress)
+        results["aborts"] = measureAllAborts(servers, backend, args.aborts, progress, results["notes"])
 
         results["lateness"], memory = {}, {}
         for count in counts:

@@ -40,7 +40,7 @@ schedule gets a note: the load generator itself was short of CPU.
 """
 
 
-def measureThroughput(wrk, servers, backendPid, seconds, progress) -> dict:
+def measureThroughput(wrk, servers, backendPid, seconds, progress, notes) -> dict:
     """
     wrk against every server in turn, with the CPU of its process tree
     (and of the backend behind it) read before and after.
@@ -60,6 +60,11 @@ def measureThroughput(wrk, servers, backendPid, seconds, progress) -> dict:
         figure["proxy_cpu_us_per_request"] = perRequestMicros(used.get("proxy"), figure["requests"])
         figure["server_cpu_us_per_request"] = perRequestMicros(used["server"], figure["requests"])
         figures[key] = figure
+        if figure["non_2xx"] or figure["socket_errors"] != "none":
+            notes.append(
+                f"throughput via {key}: {figure['non_2xx']} answers not 2xx, socket errors:"
+                f" {figure['socket_errors']} (req/s counts every answer)"
+            )
         proxyCPU = figure["proxy_cpu_us_per_request"]
         progress.detail(
             f"{key}: {figure['requests_per_second']:,.0f} req/s"
@@ -91,11 +96,14 @@ def runtimeOverhead(throughput: dict) -> dict:
     }
 
 
-def measureAllAborts(servers, backend, count, progress) -> dict:
+def measureAllAborts(servers, backend, count, progress, notes) -> dict:
     results = {}
     for key, seconds in ABORT_SECONDS.items():
         if key in servers:
             results[key] = r = measureAborts(servers[key][0], backend.port, backend, count, seconds, key)
+            if not r["all_started_before_abort"]:
+                notes.append(f"aborts via {key}: not every request had reached the backend"
+                             " when the clients left (after 15 s)")
             p99 = r["cancel_latency_p99_ms"]
             progress.detail(
                 f"{key}: {r['cancelled_by_backend']}/{count} cancelled"
