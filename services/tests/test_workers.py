@@ -68,6 +68,15 @@ def test_backoffDoublesForWorkersThatDieAtOnce():
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
+def test_backoffStaysAtItsMaximumForever():
+    clock = Clock()
+    backoff = RestartBackoff(clock, initial=0.1, maximum=30.0)
+    for _ in range(5000):
+        backoff.started(1)
+        delay = backoff.delayAfterExit(1)
+    assert delay == 30.0
+
+
 def test_backoffForgivesAWorkerThatRanLongEnough():
     clock = Clock()
     backoff = RestartBackoff(clock, initial=0.1, maximum=30.0, stableAfter=10.0)

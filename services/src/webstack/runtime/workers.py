@@ -18,7 +18,9 @@ L{WorkerParent}, that:
   - restarts a worker that dies, after a backoff (L{RestartBackoff});
   - on SIGTERM closes its own copy of the socket first, then sends SIGTERM
     to every worker, waits until each has drained (SIGKILL after
-    C{drain_timeout} plus L{KILL_MARGIN}), and exits 0.
+    C{drain_timeout} plus L{KILL_MARGIN}), and exits 0.  A parent killed
+    outright leaves no orphans serving on: each worker's stdin is a pipe
+    from it, and its end stops the worker.
 
 Metrics are summed over the workers with prometheus_client's multiprocess
 mode: the parent makes an empty directory, the workers' metrics live in
@@ -69,7 +71,6 @@ Seconds a worker gets beyond its C{drain_timeout} (its stop hooks, closing
 pooled connections, run after the drain) before the parent kills it.  Under
 compose's C{stop_grace_period} (15 s) with the default drain (10 s).
 """
-MAX_WORKERS = 256
 
 
 def cpuCount() -> int:
@@ -130,7 +131,8 @@ class RestartBackoff:
         """
         ran = self._clock.seconds() - self._startedAt.get(index, self._clock.seconds())
         failures = 0 if ran >= self._stableAfter else self._failures.get(index, 0)
-        self._failures[index] = failures + 1
+        # Bounded, so that days of a crash loop never overflow a float.
+        self._failures[index] = min(failures + 1, 64)
         return min(self._maximum, self._initial * (2**failures))
 
 
