@@ -13,6 +13,12 @@ from prometheus_client.registry import Collector
 
 from webstack.runtime.metrics import LATENCY_BUCKETS
 
+_SHARED = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+"""
+Whether this process is one of several workers sharing prometheus_client's
+multiprocess files (set in a worker's environment before it starts).
+"""
+
 
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -121,8 +127,14 @@ class ReplicaGauges:
                     1 if replica["available"] else 0
                 )
             for gone in self._published.get(name, set()) - current:
-                self.replicaInFlight.remove(name, gone)
-                self.replicaAvailable.remove(name, gone)
+                if _SHARED:
+                    # Shared files keep a series for good (remove() only
+                    # warns): a replica that is gone reads as idle and down.
+                    self.replicaInFlight.labels(name, gone).set(0)
+                    self.replicaAvailable.labels(name, gone).set(0)
+                else:
+                    self.replicaInFlight.remove(name, gone)
+                    self.replicaAvailable.remove(name, gone)
             self._published[name] = current
 
 
