@@ -198,3 +198,17 @@ def digestAuthorization(challenge: str, user: str, password: str, method: str, u
         f' uri="{uri}", algorithm=MD5, response="{response}", opaque="{params["opaque"]}",'
         f' qop=auth, nc={nc}, cnonce="{cnonce}"'
     )
+
+
+def onePiece(answer: bytes) -> tuple[bytes, bytes]:
+    """
+    Check that a whole HTTP/1.1 answer (as L{rawGet} returns it) gives its
+    body with a C{Content-Length} that measures it, not chunked; return its
+    head (lower-cased) and body.
+    """
+    head, _, body = answer.partition(b"\r\n\r\n")
+    head = head.lower()
+    assert b"\r\ntransfer-encoding:" not in head, head
+    lengths = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.startswith(b"content-length:")]
+    assert lengths == [b"%d" % len(body)], head
+    return head, body

@@ -14,7 +14,7 @@ import pytest
 
 from webstack.localstack import LocalStack
 
-from .support import digestAuthorization, rawGet, request
+from .support import digestAuthorization, onePiece, rawGet, request
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +141,14 @@ def test_bobReadsHisOwnDiary(auth):
     assert response.headers["Cache-Control"] == "private, no-store"
 
 
+@pytest.mark.parametrize("path, status", [(b"/auth/no-such-file.txt", 404), (b"/auth/", 200)])
+def test_answersWrittenInOnePieceGoWithTheirLength(auth, path, status):
+    credentials = basic(*ALICE)["Authorization"].encode()
+    port = auth.services[auth.replicaNames("auth")[0]].port
+    head, body = onePiece(rawGet(port, path, b"Authorization: " + credentials + b"\r\n"))
+    assert head.startswith(b"http/1.1 %d" % status)
+
+
 def test_repeatedFailuresGet429WithRetryAfter(auth):
     """
     Three failures for alice from one address lock out both the address and
@@ -162,3 +170,4 @@ def test_repeatedFailuresGet429WithRetryAfter(auth):
     _, metrics = request(port, "GET", "/metrics")
     assert b"auth_lockouts_total 2.0" in metrics
     assert b'auth_attempts_total{outcome="failed",scheme="basic"}' in metrics
+

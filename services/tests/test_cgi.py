@@ -14,7 +14,7 @@ import pytest
 
 from webstack.localstack import LocalStack
 
-from .support import rawSend, request, waitFor
+from .support import onePiece, rawGet, rawSend, request, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +153,11 @@ def test_aClientThatLeavesStopsTheScriptAndItsChildren(cgi):
         what="the stop logged",
     )
     assert event["script"] == "hang.sh"
+
+
+@pytest.mark.parametrize("path", [b"/cgi/nope.sh", b"/cgi/notes.txt", b"/cgi/"])
+def test_answersWrittenInOnePieceGoWithTheirLength(cgi, path):
+    """
+    The index and the 404s; a script's own output is streamed as it comes.
+    """
+    onePiece(rawGet(cgi.services["cgi"].port, path))

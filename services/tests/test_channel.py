@@ -241,3 +241,192 @@ def test_routeLabelsAreBounded():
     assert labeler(b"/async/delayed-more") == "/async/delay"
     assert labeler(b"/async/other") == "/async/"
     assert labeler(b"/random/path") == "other"
+
+
+def test_routeLabelsAreRememberedInABoundedTable():
+    labeler = RouteLabeler(["/async/delay", "/metrics"])
+    labeler.cacheSize = 3
+    for n in range(10):
+        assert labeler(b"/async/delay/%d" % n) == "/async/delay"
+        assert len(labeler._known) <= 3
+    assert labeler(b"/metrics") == "/metrics"
+    assert labeler(b"/" + b"m" * 300) == "other"
+    assert b"/" + b"m" * 300 not in labeler._known
+
+
+class Empty(Resource):
+    """
+    Answers later, with nothing written: C{finish()} alone.
+    """
+
+    isLeaf = True
+
+    def __init__(self, code=200):
+        super().__init__()
+        self.code = code
+
+    def render(self, request):
+        request.setResponseCode(self.code)
+        self.pending = request
+        return NOT_DONE_YET
+
+
+def head(transport):
+    return transport.value().split(b"\r\n\r\n", 1)[0].lower()
+
+
+@pytest.mark.parametrize("code", [200, 500, 302])
+def test_aResponseFinishedWithNothingWrittenSaysContentLengthZero(code):
+    """
+    An empty body (WSGIResource's bare 500, a redirect) is one piece too:
+    C{Content-Length: 0}, not an empty chunked body.
+    """
+    resource = Empty(code)
+    site, channel, transport, clock, registry = serve(resource)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    resource.pending.finish()
+    assert b"\r\ncontent-length: 0" in head(transport)
+    assert b"transfer-encoding" not in head(transport)
+    assert transport.value().endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "method, code", [(b"HEAD", 200), (b"GET", 204), (b"GET", 304)]
+)
+def test_noContentLengthZeroWhereItWouldBeWrong(method, code):
+    """
+    A HEAD's length is its GET's, and 204/304 have no body to measure.
+    """
+    resource = Empty(code)
+    site, channel, transport, clock, registry = serve(resource)
+    channel.dataReceived(method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+    resource.pending.finish()
+    assert b"content-length" not in head(transport)
+    assert b"transfer-encoding" not in head(transport)
+
+
+def test_finishWithSaysTheLengthOfABodyWrittenInOnePiece():
+    from webstack.runtime.site import finishWith
+
+    resource = Empty()
+    site, channel, transport, clock, registry = serve(resource)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    finishWith(resource.pending, b"twelve bytes")
+    assert b"\r\ncontent-length: 12" in head(transport)
+    assert b"transfer-encoding" not in head(transport)
+    assert transport.value().endswith(b"\r\n\r\ntwelve bytes")
+
+
+def test_theDirectMetricPathExposesWhatThePublicOneDoes():
+    """
+    L{HTTPMetrics} adds to prometheus_client's values directly; the
+    exposition must be the one the public C{inc}/C{observe} would give,
+    every latency bucket edge included (an upgrade that moves those values
+    fails here, not in production).
+    """
+    from prometheus_client import generate_latest
+
+    from webstack.runtime.metrics import LATENCY_BUCKETS, HTTPMetrics, adder, observer
+
+    amounts = [0.0, 0.0005, *LATENCY_BUCKETS, 0.0011, 7.5, 500.0, -1.0]
+    direct, public = CollectorRegistry(), CollectorRegistry()
+    metrics = HTTPMetrics(direct)
+    reference = HTTPMetrics(public)
+    for amount in amounts:
+        metrics.received()
+        metrics.observe("/a", "GET", "200", amount)
+        reference.inFlight.inc()
+        reference.inFlight.dec()
+        reference.requests.labels("/a", "GET", "200").inc()
+        reference.latency.labels("/a").observe(amount)
+    metrics.received()
+    reference.inFlight.inc()
+
+    def exposition(registry):
+        # Without the _created samples: when each child was made.
+        return [
+            line
+            for line in generate_latest(registry).decode().splitlines()
+            if "_created" not in line
+        ]
+
+    assert exposition(direct) == exposition(public)
+    assert 'http_requests_in_flight 1.0' in exposition(direct)
+
+    class Opaque:
+        """A metric whose value is not where this version keeps it."""
+
+        def __init__(self):
+            self.seen = []
+
+        def inc(self, amount=1):
+            self.seen.append(amount)
+
+        def observe(self, amount):
+            self.seen.append(amount)
+
+    opaque = Opaque()
+    adder(opaque)(2)
+    observer(opaque)(0.5)
+    assert opaque.seen == [2, 0.5]
+
+
+@pytest.mark.parametrize(
+    "path, extra",
+    [
+        (b"/", b""),
+        (b"/q?a=%22&b=\\x", b'X-Forwarded-For: 1.2.3.4, "5"\\\r\n'),
+        (b"/%c3%a9~", b"X-Request-Id: id-1\r\nX-Forwarded-For: a\tb\r\n"),
+    ],
+)
+def test_theAccessLineIsWhatTheGenericPathWouldWrite(path, extra):
+    """
+    The access event brings its JSON line ready-made; it must be the line
+    the event's own fields make, odd characters in the path and headers
+    included.
+    """
+    import io
+    import json
+
+    from twisted.logger import globalLogPublisher
+
+    from webstack.runtime.logs import ENCODED, JSONLineObserver, eventAsRecord
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        site, channel, transport, clock, registry = serve()
+        channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if e.get("event") == "access"]
+    out = io.StringIO()
+    JSONLineObserver(out)(event)
+    plain = {k: v for k, v in event.items() if k != ENCODED}
+    assert out.getvalue() == json.dumps(eventAsRecord(plain), ensure_ascii=False) + "\n"
+    record = json.loads(out.getvalue())
+    assert record["msg"].startswith("GET /")
+    assert (record["status"], record["outcome"], record["bytes"]) == (200, "ok", 2)
+    assert record["ns"] == "webstack.access" and record["route"] == "/"
+
+
+def test_anyAccessFieldIsEncodedAsJSONWould():
+    import io
+    import json
+
+    from webstack.runtime import site as siteModule
+    from webstack.runtime.logs import ENCODED, JSONLineObserver, eventAsRecord
+
+    odd = 'a"\\\x01\x7f\u2028é\ufffd'
+    events = []
+    observer, siteModule.accessLog.observer = siteModule.accessLog.observer, events.append
+    try:
+        siteModule._emitAccess(odd, odd, "499", "aborted", 0, 0.1, odd, odd, odd, odd)
+    finally:
+        siteModule.accessLog.observer = observer
+    [event] = events
+    out = io.StringIO()
+    JSONLineObserver(out)(event)
+    plain = {k: v for k, v in event.items() if k != ENCODED}
+    assert out.getvalue() == json.dumps(eventAsRecord(plain), ensure_ascii=False) + "\n"
+    assert json.loads(out.getvalue())["forwarded_for"] == odd

@@ -319,3 +319,56 @@ def test_indexNamesEverySeed():
     document = json.loads(b"".join(request.written))
     seeds = {e["seed"] for e in document["endpoints"].values()}
     assert seeds == {"000", "001", "002", "003"}
+
+
+# Over loopback: the real service's answers, as a client reads them.
+
+
+@pytest.fixture(scope="module")
+def asyncService():
+    from webstack.localstack import LocalStack
+
+    with LocalStack(ephemeral=True, backends=("async",)) as stack:
+        yield stack.services["async"].port
+
+
+def answerHead(port, path: bytes) -> tuple[bytes, bytes]:
+    """
+    The status line and header block of a GET (names lower-cased), and the
+    body as sent (with its chunked framing, if any).
+    """
+    from .support import rawGet
+
+    answer = rawGet(port, path)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.lower(), body
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("endpoint", [b"delay", b"deferred", b"interruptible", b"logged"])
+def test_aDelayedBodyGoesWithItsLengthNotChunked(asyncService, endpoint):
+    head, body = answerHead(asyncService, b"/async/" + endpoint + b"?seconds=0")
+    assert head.startswith(b"http/1.1 200")
+    assert b"\r\ncontent-length: %d\r\n" % len(BODY) in head + b"\r\n"
+    assert b"transfer-encoding" not in head
+    assert body == BODY
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "path",
+    [b"/async/delay?seconds=x", b"/async/nothing-here", b"/async/", b"/async/stats", b"/healthz", b"/readyz", b"/metrics"],
+)
+def test_everyOtherOnePieceAnswerGoesWithItsLength(asyncService, path):
+    head, body = answerHead(asyncService, path)
+    assert b"transfer-encoding" not in head
+    [length] = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.startswith(b"content-length:")]
+    assert int(length) == len(body) > 0
+
+
+@pytest.mark.integration
+def test_aStreamIsStillChunked(asyncService):
+    head, body = answerHead(asyncService, b"/async/stream?chunks=2&interval=0")
+    assert b"\r\ntransfer-encoding: chunked" in head
+    assert b"content-length" not in head
+    assert b"chunk 1 of 2\n" in body and body.endswith(b"0\r\n\r\n")

@@ -42,3 +42,54 @@ def test_aFailureBringsItsErrorAndTraceback():
     assert record["level"] == "critical"
     assert record["error"] == "ZeroDivisionError: division by zero"
     assert "Traceback" in record["traceback"]
+
+
+def test_isoTimeSaysWhatDatetimeSays():
+    from datetime import datetime, timezone
+
+    from webstack.runtime.logs import isoTime
+
+    for when in [0.0, 1.5, 1795307251.0, 1795307251.9999996, 1795307251.0000004,
+                 1795307252.123456, 1795307252.5, 2e9 + 0.25]:  # fmt: skip
+        expected = datetime.fromtimestamp(when, tz=timezone.utc).isoformat(timespec="microseconds")
+        assert isoTime(when) == expected, when
+
+
+def encodedEvent(**later):
+    """
+    An event as the access log makes it: its line encoded in advance, then
+    C{later} fields added by an observer on the way.
+    """
+    from webstack.runtime.logs import ENCODED
+
+    event = {
+        "line": "GET /x 200",
+        "status": 200,
+        "log_level": LogLevel.info,
+        "log_namespace": "webstack.access",
+        "log_format": "{line}",
+        "log_time": 1795307251.25,
+    }
+    event[ENCODED] = (len(event) + 1, ', "level": "info", "ns": "webstack.access", "msg": "GET /x 200", "status": 200}')
+    event.update(later)
+    return event
+
+
+def test_anEncodedEventIsWrittenAsItsFieldsWouldBe():
+    from webstack.runtime.logs import ENCODED
+
+    for later in [{}, {"worker": 2}, {"worker": 2, "obj": object(), "log_extra": 1, "note": 'a "b"'}]:
+        out = io.StringIO()
+        event = encodedEvent(**later)
+        JSONLineObserver(out)(event)
+        plain = {k: v for k, v in event.items() if k != ENCODED}
+        assert out.getvalue() == json.dumps(eventAsRecord(plain), ensure_ascii=False) + "\n"
+    assert json.loads(out.getvalue())["worker"] == 2
+
+
+def test_anEncodedEventThatLostAFieldIsWrittenFromItsFields():
+    out = io.StringIO()
+    event = encodedEvent()
+    del event["status"]
+    JSONLineObserver(out)(event)
+    assert "status" not in json.loads(out.getvalue())

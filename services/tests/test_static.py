@@ -13,7 +13,7 @@ import pytest
 
 from webstack.localstack import LocalStack
 
-from .support import rawGet, request
+from .support import onePiece, rawGet, request
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +179,12 @@ def test_rpyScriptsRunOnlyUnderRpyAndCacheKeepsTheirState(static):
     connection.close()
     response, body = request(static["front"], "GET", "/rpy/")
     assert response.status == 200 and b"interruptible.rpy" in body
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [(b"/static/nope.txt", 404), (b"/static/.hidden", 404), (b"/static/empty-dir/", 403), (b"/static/a.txt", 200)],
+)
+def test_answersWrittenInOnePieceGoWithTheirLength(static, path, status):
+    head, body = onePiece(rawGet(static["static"], path))
+    assert head.startswith(b"http/1.1 %d" % status)

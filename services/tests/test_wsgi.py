@@ -107,3 +107,33 @@ def test_anApplicationThatRaisesGets500AndIsLogged(wsgi):
     )
     response, body = request(front(wsgi), "GET", "/wsgi/hello")
     assert response.status == 200
+
+
+def backendHead(stack, path: bytes) -> tuple[bytes, bytes]:
+    """
+    The header block of a GET straight to the service (names lower-cased),
+    and the body as sent.
+    """
+    from .support import rawGet
+
+    head, _, body = rawGet(stack.services["wsgi"].port, path).partition(b"\r\n\r\n")
+    return head.lower(), body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [b"/wsgi/hello", b"/wsgi/app/environ", b"/wsgi/app/slow?seconds=0", b"/wsgi/app/slow?seconds=x", b"/wsgi/app/"],
+)
+def test_aBodyReturnedWholeGoesWithItsLength(wsgi, path):
+    head, body = backendHead(wsgi, path)
+    assert b"transfer-encoding" not in head
+    [length] = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.startswith(b"content-length:")]
+    assert int(length) == len(body) > 0
+
+
+def test_theEmpty500OfAnApplicationThatRaisedSaysLengthZero(wsgi):
+    head, body = backendHead(wsgi, b"/wsgi/app/raise")
+    assert head.startswith(b"http/1.1 500")
+    assert b"\r\ncontent-length: 0" in head
+    assert b"transfer-encoding" not in head
+    assert body == b""

@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from twisted.cred.portal import IRealm
 from twisted.python.filepath import FilePath, InsecurePath
-from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from webstack.runtime.errors import ErrorPage
 from webstack.runtime.files import SafeFile
 
 
@@ -41,7 +41,7 @@ class PublicHTMLRealm:
         try:
             public = self._homes.child(name).child("public_html")
         except InsecurePath:
-            return notFound()
+            return ErrorPage(404, "No such user directory.")
         if not public.isdir():
-            return notFound("No public_html", "This user has no public_html.")
+            return ErrorPage(404, "This user has no public_html.")
         return SafeFile(public.path, cacheControl=b"private, no-store")

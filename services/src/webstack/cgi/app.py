@@ -18,10 +18,10 @@ from html import escape
 
 from prometheus_client import Counter
 from twisted.python.filepath import FilePath, InsecurePath
-from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from webstack.runtime.config import ConfigError, setting
+from webstack.runtime.errors import ErrorPage
 from webstack.runtime.plugin import App, AppContext
 
 from .scripts import SETSID, Guard, GuardedCGIScript, GuardedFilteredScript, log
@@ -92,7 +92,7 @@ class ScriptDirectory(Resource):
             script = self.runnable(name.decode("utf-8"))
         except UnicodeDecodeError:
             script = None
-        return script if script is not None else notFound("No such script", "Nothing here may run.")
+        return script if script is not None else ErrorPage(404, "No such script here may run.")
 
     def render_GET(self, request):
         names = sorted(p.basename() for p in self.root.children())

@@ -7,8 +7,9 @@ Served at C{/async/deferred?seconds=S}.  Replace C{deferLater} with any other
 Deferred-returning API and this is how a real resource looks.
 
 What changed from the seed: the reactor is passed in, S comes from the query
-string, and, as in L{webstack.delayed.delay}, a client that left is noted so
-the callback writes nothing and counts the work as I{wasted}.  (Cancelling
+string, the body goes with its C{Content-Length}, and, as in
+L{webstack.delayed.delay}, a client that left is noted so the callback
+writes nothing and counts the work as I{wasted}.  (Cancelling
 the Deferred from C{notifyFinish} would cancel the delay too: that is what
 the front does to its upstream request, see L{webstack.front.proxy}.)
 """
@@ -16,6 +17,8 @@ the front does to its upstream request, see L{webstack.front.proxy}.)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
+
+from webstack.runtime.site import finishWith
 
 from .base import BODY, DelayedEndpoint
 
@@ -28,8 +31,7 @@ class DeferredDelayedResource(DelayedEndpoint):
         if ticket.clientGone:
             ticket.end("wasted")
             return
-        request.write(BODY)
-        request.finish()
+        finishWith(request, BODY)
         ticket.end("completed")
 
     def renderDelayed(self, request, seconds, ticket):

@@ -9,6 +9,8 @@ other: each one takes S seconds from the time it was made.
 What changed from the seed, and why:
   - the reactor is passed in (see the WSGI seed on why), S comes from the
     query string, the body is bytes;
+  - the body, written in one piece, goes with its C{Content-Length}
+    (L{finishWith}): without it, Twisted sends it chunked;
   - the seed does not notice a client that leaves (seed 000 adds that), so its
     render runs anyway and C{request.finish()} on the closed connection raises
     C{RuntimeError}.  Here the render still runs, as in the seed, but knows the
@@ -17,6 +19,8 @@ What changed from the seed, and why:
 """
 
 from twisted.web.server import NOT_DONE_YET
+
+from webstack.runtime.site import finishWith
 
 from .base import BODY, DelayedEndpoint
 
@@ -28,8 +32,7 @@ class DelayedResource(DelayedEndpoint):
         if ticket.clientGone:
             ticket.end("wasted")
             return
-        request.write(BODY)
-        request.finish()
+        finishWith(request, BODY)
         ticket.end("completed")
 
     def renderDelayed(self, request, seconds, ticket):

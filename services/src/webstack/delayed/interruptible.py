@@ -9,11 +9,14 @@ to end: a client that leaves the front makes the front abort its upstream
 request, this resource's C{notifyFinish} fires, and the work is cancelled.
 
 What changed from the seed: the reactor is passed in, S comes from the query
-string, the body is bytes, and C{call.cancel()} is guarded, because the
-client may leave in the same reactor turn in which the call runs.
+string, the body is bytes and goes with its C{Content-Length}, and
+C{call.cancel()} is guarded, because the client may leave in the same
+reactor turn in which the call runs.
 """
 
 from twisted.web.server import NOT_DONE_YET
+
+from webstack.runtime.site import finishWith
 
 from .base import BODY, DelayedEndpoint
 
@@ -22,8 +25,7 @@ class InterruptibleDelayedResource(DelayedEndpoint):
     endpoint = "interruptible"
 
     def _delayedRender(self, request, ticket):
-        request.write(BODY)
-        request.finish()
+        finishWith(request, BODY)
         ticket.end("completed")
 
     def _responseFailed(self, err, call, ticket):

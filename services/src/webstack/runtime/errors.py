@@ -10,6 +10,9 @@ import json
 from html import escape
 
 from twisted.web import http
+from twisted.web.resource import Resource
+
+from .site import finishWith
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} {phrase}</title>
@@ -62,7 +65,27 @@ def renderError(request, status: int, detail: str, **facts) -> None:
     Write a complete error response on C{request} and finish it; for code
     that answers outside a C{render} method (a Deferred's errback).
     """
-    body = errorBody(request, status, detail, **facts)
-    request.setHeader(b"content-length", b"%d" % (len(body),))
-    request.write(body)
-    request.finish()
+    finishWith(request, errorBody(request, status, detail, **facts))
+
+
+class ErrorPage(Resource):
+    """
+    A resource that answers every request, for itself and for any path below
+    it, with one error (L{errorBody}: HTML, or JSON for a client that asks).
+
+    Used where Twisted's L{twisted.web.pages.errorPage} would be: that one
+    flattens a template and so is sent chunked, and looks unlike every other
+    error of the stack; this one is rendered at once and goes with its
+    C{Content-Length}.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__()
+        self.status = status
+        self.detail = detail
+
+    def render(self, request) -> bytes:
+        return errorBody(request, self.status, self.detail)
+
+    def getChild(self, path, request):
+        return self

@@ -24,11 +24,13 @@ from __future__ import annotations
 import mimetypes
 
 from twisted.python.filepath import FilePath
-from twisted.web import http, pages, static
+from twisted.web import http, static
 from twisted.web.http import NO_BODY_CODES
 from twisted.web.iweb import _IRequestEncoder
 from twisted.web.resource import EncodingResourceWrapper
 from twisted.web.server import GzipEncoderFactory
+
+from .errors import ErrorPage
 from zope.interface import implementer
 
 _TEXT_TYPES = ("text/", "application/json", "application/javascript", "image/svg+xml")
@@ -89,8 +91,8 @@ class SafeFile(static.File):
 
     indexNames = ["index.html"]
     processors: dict = {}
-    childNotFound = pages.notFound("Not found", "No such file.")
-    forbidden = pages.forbidden("Forbidden", "This directory has no index.")
+    childNotFound = ErrorPage(404, "No such file.")
+    forbidden = ErrorPage(403, "This directory has no index.")
 
     def __init__(
         self,

@@ -9,6 +9,9 @@ figures alone.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.resource import Resource
@@ -24,6 +27,44 @@ ABORTED_STATUS = "499"
 The status label of a request whose client went away before its response was
 complete (nginx's convention; no such status is ever sent).
 """
+
+
+def adder(metric) -> Callable[[float], None]:
+    """
+    A function that adds to C{metric}, a counter or gauge (or a labelled
+    child of one): the C{inc} of the value it holds, which is what the public
+    C{inc}/C{dec} end in, after checks that can only fail when the metric is
+    made (labels missing, a C{mostrecent} gauge).  Half the cost of
+    C{metric.inc()}, with the same value (a float behind a lock, or, with
+    several workers, a number in the shared file) and the same exposition.
+    An amount below zero is the caller's business: only gauges get one.
+
+    Should a version of prometheus_client keep its value elsewhere, this
+    falls back to the public method.
+    """
+    inc = getattr(getattr(metric, "_value", None), "inc", None)
+    return inc if callable(inc) else metric.inc
+
+
+def observer(histogram) -> Callable[[float], None]:
+    """
+    A function that observes an amount in C{histogram} (a labelled child):
+    what C{Histogram.observe} does without an exemplar, finding the bucket
+    by bisection rather than by a loop in Python (see L{adder}).
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(getattr(histogram, "_sum", None), "inc", None)
+    buckets = [getattr(b, "inc", None) for b in getattr(histogram, "_buckets", ())]
+    if not bounds or total is None or len(buckets) != len(bounds) or None in buckets:
+        return histogram.observe
+
+    def observe(amount: float) -> None:
+        total(amount)
+        # The first bucket whose bound is at least the amount, as
+        # Histogram.observe picks it ("amount <= bound"); the last is +Inf.
+        buckets[bisect_left(bounds, amount)](1)
+
+    return observe
 
 
 class HTTPMetrics:
@@ -70,23 +111,30 @@ class HTTPMetrics:
             multiprocess_mode="livesum",
         )
         self._children: dict[tuple[str, str, str], tuple] = {}
+        self._inFlight = adder(self.inFlight)
+
+    def received(self) -> None:
+        """
+        Count one request in flight, until L{observe} counts it done.
+        """
+        self._inFlight(1)
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
         """
         Count one finished (or abandoned) request.  The labelled children are
-        looked up once per label set: C{labels()} on every request would cost
-        more than the counting.
+        looked up once per label set (C{labels()} on every request would cost
+        more than the counting) and added to directly (see L{adder}).
         """
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.requests.labels(route, method, status),
-                self.latency.labels(route),
+                adder(self.requests.labels(route, method, status)),
+                observer(self.latency.labels(route)),
             )
-        self.inFlight.dec()
-        children[0].inc()
-        children[1].observe(seconds)
+        self._inFlight(-1)
+        children[0](1)
+        children[1](seconds)
 
 
 class MetricsResource(Resource):

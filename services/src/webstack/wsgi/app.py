@@ -26,6 +26,7 @@ from webstack.runtime.plugin import App, AppContext
 
 from . import hello
 from .demo import makeApplication
+from .length import withContentLength
 
 SECTION = "wsgi"
 
@@ -98,10 +99,19 @@ def makeApp(context: AppContext) -> App:
 
     wsgi = Resource()
     wsgi.putChild(b"", Data(_INDEX, "text/html; charset=utf-8"))
-    wsgi.putChild(b"hello", WSGIResource(context.reactor, pool, hello.application))
+    # Both applications return their bodies whole: said with Content-Length,
+    # not chunked (see webstack.wsgi.length).
+    wsgi.putChild(
+        b"hello",
+        WSGIResource(context.reactor, pool, withContentLength(hello.application)),
+    )
     wsgi.putChild(
         b"app",
-        WSGIResource(context.reactor, pool, makeApplication(settings.slow_max_seconds)),
+        WSGIResource(
+            context.reactor,
+            pool,
+            withContentLength(makeApplication(settings.slow_max_seconds)),
+        ),
     )
     root = Resource()
     root.putChild(b"wsgi", wsgi)
