@@ -439,3 +439,17 @@ def test_bytesAfterACompleteResponseCloseTheConnectionNotTheResponse():
     assert not transport.disconnecting
     assert world.outcome("response") == 1
     assert world.pool.idleCount() == 0
+
+
+def test_anEmptyBodyDoesNotStopTheRetry():
+    world = World()
+    world.client(GET)
+    world.accept()
+    pump = _closeIdleUpstream(world)
+    channel, transport = world.client(
+        b"GET /async/instant HTTP/1.1\r\nHost: f\r\nContent-Length: 0\r\n\r\n"
+    )
+    pump.flush()
+    assert world.connections() == [("10.0.0.1", 80)]
+    world.accept()
+    assert response(transport).endswith(b"hello ")

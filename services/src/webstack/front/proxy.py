@@ -275,7 +275,7 @@ class Exchange:
         if self.headSeen:
             self._bodyBroken(failure)
             return
-        if retryable and self.body is None and self.request.method in _IDEMPOTENT:
+        if retryable and not self.body and self.request.method in _IDEMPOTENT:
             # The replica closed an idle connection just as this request
             # went out on it: the same replica, on a new connection.
             self.proxy.pool.acquire(self.replica.host, self.replica.port, self)
