@@ -430,3 +430,17 @@ def test_anyAccessFieldIsEncodedAsJSONWould():
     plain = {k: v for k, v in event.items() if k != ENCODED}
     assert out.getvalue() == json.dumps(eventAsRecord(plain), ensure_ascii=False) + "\n"
     assert json.loads(out.getvalue())["forwarded_for"] == odd
+
+
+def test_startupObjectsAreFrozenOncePerProcess(monkeypatch):
+    from webstack.runtime import site as siteModule
+
+    calls = []
+    monkeypatch.setattr(siteModule, "_frozen", False)
+    monkeypatch.setattr(siteModule.gc, "collect", lambda: calls.append("collect"))
+    monkeypatch.setattr(siteModule.gc, "freeze", lambda: calls.append("freeze"))
+    for _ in range(2):
+        site, channel, transport, clock, registry = serve()
+        site.doStart()
+        site.doStop()
+    assert calls == ["collect", "freeze"]

@@ -4,7 +4,9 @@ The JSON log lines: one object per line, the event's plain fields as keys.
 
 import io
 import json
+import sys
 
+import pytest
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -93,3 +95,86 @@ def test_anEncodedEventThatLostAFieldIsWrittenFromItsFields():
     del event["status"]
     JSONLineObserver(out)(event)
     assert "status" not in json.loads(out.getvalue())
+
+
+class Writes(io.StringIO):
+    """
+    An output that counts its flushes (each one a system call on a real
+    stream).
+    """
+
+    flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+
+
+def batchedObserver(monkeypatch, running=True, ioThread=True):
+    from twisted.internet.task import Clock
+
+    from webstack.runtime import logs
+
+    class Reactor(Clock):
+        def __init__(self):
+            super().__init__()
+            self.running = running
+            self.triggers = []
+
+        def addSystemEventTrigger(self, phase, event, f):
+            self.triggers.append((phase, event, f))
+
+    reactor = Reactor()
+    monkeypatch.setitem(sys.modules, "twisted.internet.reactor", reactor)
+    monkeypatch.setattr(logs, "isInIOThread", lambda: ioThread)
+    monkeypatch.setattr(logs.atexit, "register", lambda f: None)
+    out = Writes()
+    return JSONLineObserver(out, batched=True), out, reactor
+
+
+def messages(out):
+    return [json.loads(line)["msg"] for line in out.getvalue().splitlines()]
+
+
+def test_infoLinesOfOneReactorTurnAreWrittenTogetherAtItsEnd(monkeypatch):
+    observer, out, reactor = batchedObserver(monkeypatch)
+    log = Logger(namespace="webstack.test", observer=observer)
+    for n in range(3):
+        log.info("line {n}", n=n)
+    assert out.getvalue() == ""
+    reactor.advance(0)
+    assert messages(out) == ["line 0", "line 1", "line 2"]
+    assert out.flushes == 1
+    log.info("next turn")
+    reactor.advance(0)
+    assert messages(out)[-1] == "next turn" and out.flushes == 2
+
+
+def test_aWarningIsWrittenAtOnceAfterTheLinesHeldBeforeIt(monkeypatch):
+    observer, out, reactor = batchedObserver(monkeypatch)
+    log = Logger(namespace="webstack.test", observer=observer)
+    log.info("first")
+    log.warn("then a warning")
+    assert messages(out) == ["first", "then a warning"]
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.failure("and a failure", level=LogLevel.info)
+    assert messages(out)[-1] == "and a failure"
+    reactor.advance(0)
+    assert len(messages(out)) == 3
+
+
+@pytest.mark.parametrize("running, ioThread", [(False, True), (True, False)])
+def test_nothingIsHeldOffTheRunningReactorsThread(monkeypatch, running, ioThread):
+    observer, out, reactor = batchedObserver(monkeypatch, running, ioThread)
+    Logger(namespace="webstack.test", observer=observer).info("at once")
+    assert messages(out) == ["at once"]
+
+
+def test_whatIsHeldIsWrittenWhenTheReactorShutsDown(monkeypatch):
+    observer, out, reactor = batchedObserver(monkeypatch)
+    Logger(namespace="webstack.test", observer=observer).info("last words")
+    [(phase, event, flush)] = reactor.triggers
+    assert (phase, event) == ("after", "shutdown")
+    flush()
+    assert messages(out) == ["last words"]

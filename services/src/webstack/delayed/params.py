@@ -37,23 +37,33 @@ def numberArgument(
         C{[minimum, maximum]}.
     """
     values = request.args.get(name.encode("ascii"))
-    kind = "a whole number" if integer else "a number"
-    allowed = f"{name} must be {kind} from {minimum:g} to {maximum:g}"
     if values is None:
         return default
+    bounds = (name, integer, minimum, maximum)
     if len(values) != 1:
-        raise BadParameter(f"{allowed}, given once")
+        raise _refused(bounds, ", given once")
     raw = values[0].decode("utf-8", "replace").strip()
     if not raw:
-        raise BadParameter(f"{allowed} (the value is missing)")
+        raise _refused(bounds, " (the value is missing)")
     try:
         value = float(raw)
     except ValueError:
-        raise BadParameter(f"{allowed} (got {raw[:40]!r})") from None
+        raise _refused(bounds, f" (got {raw[:40]!r})") from None
     if not math.isfinite(value):
-        raise BadParameter(f"{allowed} (got {raw[:40]!r}, which is not finite)")
+        raise _refused(bounds, f" (got {raw[:40]!r}, which is not finite)")
     if integer and not value.is_integer():
-        raise BadParameter(f"{allowed} (got {raw[:40]!r})")
+        raise _refused(bounds, f" (got {raw[:40]!r})")
     if not minimum <= value <= maximum:
-        raise BadParameter(f"{allowed} (got {raw[:40]!r})")
+        raise _refused(bounds, f" (got {raw[:40]!r})")
     return int(value) if integer else value
+
+
+def _refused(bounds: tuple[str, bool, float, float], why: str) -> BadParameter:
+    """
+    The refusal of a parameter: what is allowed, then C{why} not.  Made only
+    when refusing: formatting the bounds for every request would cost more
+    than reading the number.
+    """
+    name, integer, minimum, maximum = bounds
+    kind = "a whole number" if integer else "a number"
+    return BadParameter(f"{name} must be {kind} from {minimum:g} to {maximum:g}{why}")

@@ -31,6 +31,12 @@ _REASON_PHRASES = {
 }
 
 
+# The methods below that run for every request (some for every line) call
+# HTTPChannel's directly rather than through super(), which makes an object
+# on each call; nothing else sits between the two classes.
+_HTTPChannel = http.HTTPChannel
+
+
 class LimitedHTTPChannel(http.HTTPChannel):
     """
     @ivar headTimeout: seconds from the first byte of a request's head to its
@@ -68,7 +74,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
     # The request head.
 
     def dataReceived(self, data):
-        super().dataReceived(data)
+        _HTTPChannel.dataReceived(self, data)
         # Deadlines are armed only for a head or body still incomplete once
         # this data is parsed: most requests arrive whole in one read and
         # never cost a timer.
@@ -84,7 +90,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             self._headTooLarge()
             return
-        super().lineReceived(line)
+        _HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line):
         self._headTooLarge()
@@ -97,7 +103,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
                 f"request has more than {self.maxHeaders} header fields",
             )
             return False
-        return super().headerReceived(line)
+        return _HTTPChannel.headerReceived(self, line)
 
     def _headTooLarge(self):
         self.refuse(
@@ -107,11 +113,12 @@ class LimitedHTTPChannel(http.HTTPChannel):
         )
 
     def allHeadersReceived(self):
-        self._cancelDeadline()
+        if self._deadline is not None:
+            self._cancelDeadline()
         if self.length is not None and self.length > self.maxBodyBytes:
             self._bodyTooLarge()
             return
-        super().allHeadersReceived()
+        _HTTPChannel.allHeadersReceived(self)
         decoder = self._transferDecoder
         if self.length != 0 and decoder is not None:
             self._phase = "body"
@@ -152,15 +159,16 @@ class LimitedHTTPChannel(http.HTTPChannel):
     def allContentReceived(self):
         if self._refused:
             return
-        self._cancelDeadline()
+        if self._deadline is not None:
+            self._cancelDeadline()
         self._phase = "handling"
-        super().allContentReceived()
+        _HTTPChannel.allContentReceived(self)
 
     def checkPersistence(self, request, version):
         if self.closeAfterResponse:
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
-        return super().checkPersistence(request, version)
+        return _HTTPChannel.checkPersistence(self, request, version)
 
     def closeWhenIdle(self) -> None:
         """
@@ -178,7 +186,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
 
     def requestDone(self, request):
         self._phase = "head"
-        super().requestDone(request)
+        _HTTPChannel.requestDone(self, request)
 
     # Deadlines and refusals.
 

@@ -17,6 +17,7 @@ line ready-made, under L{ENCODED}: see L{JSONLineObserver}.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import time
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 LOG_LEVEL_ENV = "WEBSTACK_LOG_LEVEL"
@@ -32,6 +34,7 @@ LOG_LEVEL_ENV = "WEBSTACK_LOG_LEVEL"
 # LogLevel constants compare slowly (each comparison walks the constants):
 # the observer compares these numbers instead.
 _PRIORITY = {level: n for n, level in enumerate(LogLevel.iterconstants())}
+_INFO = _PRIORITY[LogLevel.info]
 
 ENCODED = "webstack_encoded"
 """
@@ -124,7 +127,18 @@ def _laterFields(event: dict[str, Any], count: int) -> str:
 class JSONLineObserver:
     """
     Write each event at or above C{level} as one JSON line to C{out},
-    flushing per line so that a container's log collector sees it at once.
+    flushed at once, so that a container's log collector sees it at once.
+
+    With C{batched}, "at once" is the end of the reactor's turn: the lines
+    of info and debug events logged on the reactor thread while it runs are
+    written together by a call scheduled for the turn's end, one write
+    instead of one per line (a busy server logs a line per request, and the
+    system call costs more than making the line).  Every other line (a
+    warning or worse, one with a failure, one from another thread, or when
+    the reactor is not running) is written at once; on the reactor thread,
+    after the lines held before it, so their order is kept.  What is held
+    is also written when the reactor shuts down and when the process exits;
+    a process killed outright loses at most one turn's info lines.
 
     An event that carries its line already encoded (under L{ENCODED}) only
     has its time put in front: building a dict of its fields and encoding it
@@ -135,12 +149,20 @@ class JSONLineObserver:
     rest of an access log line.)
     """
 
-    def __init__(self, out: IO[str], level: LogLevel = LogLevel.info) -> None:
+    def __init__(
+        self, out: IO[str], level: LogLevel = LogLevel.info, batched: bool = False
+    ) -> None:
         self._out = out
         self._minimum = _PRIORITY[level]
+        self._batched = batched
+        self._held: list[str] = []
+        self._reactor = None
+        if batched:
+            atexit.register(self.flush)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if _PRIORITY.get(event.get("log_level"), 1) < self._minimum:
+        priority = _PRIORITY.get(event.get("log_level"), 1)
+        if priority < self._minimum:
             return
         encoded = event.get(ENCODED)
         if encoded is not None and len(event) >= encoded[0]:
@@ -150,8 +172,43 @@ class JSONLineObserver:
             line = f'{{"time": "{isoTime(event.get("log_time", 0.0))}"{text}\n'
         else:
             line = json.dumps(eventAsRecord(event), default=repr, ensure_ascii=False) + "\n"
+        if self._batched and priority <= _INFO and "log_failure" not in event:
+            if self._hold(line):
+                return
+        if self._held and isInIOThread():
+            self.flush()
         self._out.write(line)
         self._out.flush()
+
+    def _hold(self, line: str) -> bool:
+        """
+        Keep C{line} for the end of this reactor turn, if the reactor runs
+        and this is its thread; say whether it was kept.
+        """
+        reactor = self._reactor
+        if reactor is None:
+            # Looked up, never imported: importing it here would install the
+            # default reactor before twistd installs the one asked for.
+            reactor = self._reactor = sys.modules.get("twisted.internet.reactor")
+            if reactor is None:
+                return False
+            reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+        if not reactor.running or not isInIOThread():
+            return False
+        held = self._held
+        held.append(line)
+        if len(held) == 1:
+            reactor.callLater(0, self.flush)
+        return True
+
+    def flush(self) -> None:
+        """
+        Write the lines held for the end of the reactor's turn.
+        """
+        held, self._held = self._held, []
+        if held:
+            self._out.write("".join(held))
+            self._out.flush()
 
 
 def jsonLogger() -> ILogObserver:
@@ -168,4 +225,4 @@ def jsonLogger() -> ILogObserver:
             " allowed values are debug, info, warn, error, critical\n"
         )
         raise SystemExit(2)
-    return JSONLineObserver(sys.stdout, level)
+    return JSONLineObserver(sys.stdout, level, batched=True)
