@@ -444,3 +444,16 @@ def test_startupObjectsAreFrozenOncePerProcess(monkeypatch):
         site.doStart()
         site.doStop()
     assert calls == ["collect", "freeze"]
+
+
+def test_theConnectionsAddressIsAskedForOnce():
+    # Twisted asks for it on every request: a getsockname() each time.
+    site, channel, transport, clock, registry = serve()
+    asked = []
+    getHost = transport.getHost
+    transport.getHost = lambda: asked.append(1) or getHost()
+    for _ in range(3):
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 3
+    assert len(asked) == 1
+    assert channel.isSecure() is False

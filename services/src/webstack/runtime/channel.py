@@ -64,6 +64,24 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if opened is not None:
             opened(self)
 
+    # A connection's own address and whether it is TLS do not change while it
+    # is open, but Twisted asks the transport again for every request: a
+    # getsockname() system call and an interface adaptation each time.
+    _host = None
+    _secure = None
+
+    def getHost(self):
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()
+        return host
+
+    def isSecure(self):
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = http.HTTPChannel.isSecure(self)
+        return secure
+
     def connectionLost(self, reason):
         self._cancelDeadline()
         super().connectionLost(reason)
