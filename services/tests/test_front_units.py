@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IHostnameResolver
 from zope.interface import implementer
 
 from webstack.front.app import unsafePath
+from webstack.front.deadlines import Deadlines
 from webstack.front.failures import classify, connectFailureKind
 from webstack.front.headers import responseHeaders, upstreamRequestHead
 from webstack.front.upstreams import ReplicaSet
@@ -249,3 +250,78 @@ def test_connectFailureKinds():
 )
 def test_unsafePaths(path, unsafe):
     assert unsafePath(path) is unsafe
+
+
+# One timer per route for its response-head deadlines.
+
+
+def deadlines(timeout=2.0, slack=0.05):
+    clock = Clock()
+    expired = []
+    return Deadlines(clock, timeout, expired.append, slack), clock, expired
+
+
+def test_anItemExpiresAtItsTimeout():
+    queue, clock, expired = deadlines()
+    queue.add("a")
+    clock.advance(1.999)
+    assert expired == []
+    clock.advance(0.001)
+    assert expired == ["a"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_aDroppedItemNeverExpiresAndLeavesNoTimer():
+    queue, clock, expired = deadlines()
+    queue.add("a")
+    queue.discard("a")
+    assert clock.getDelayedCalls() == []
+    clock.advance(10)
+    assert expired == []
+
+
+def test_itemsExpireInTheirOrderWithOneTimer():
+    queue, clock, expired = deadlines(timeout=2.0)
+    queue.add("a")
+    clock.advance(0.5)
+    queue.add("b")
+    clock.advance(0.5)
+    queue.add("c")
+    assert len(clock.getDelayedCalls()) == 1
+    queue.discard("b")
+    clock.advance(1.0)
+    assert expired == ["a"]
+    clock.advance(0.999)
+    assert expired == ["a"]
+    clock.advance(0.001)
+    assert expired == ["a", "c"]
+    assert len(queue) == 0
+
+
+def test_aSteadyStreamIsCheckedAtMostEverySlack():
+    queue, clock, expired = deadlines(timeout=1.0, slack=0.1)
+    queue.add(0)
+    for n in range(1, 40):
+        clock.advance(0.01)
+        queue.add(n)
+        queue.discard(n - 1)
+    # The oldest (39) is due at 1.39 s; the first check at 1.0 s found it
+    # 0.39 s away, the next waits that long.
+    clock.advance(0.61)
+    assert expired == []
+    clock.advance(0.39)
+    assert expired == [39]
+
+
+def test_aCheckComingTooSoonWaitsForTheSlack():
+    queue, clock, expired = deadlines(timeout=1.0, slack=0.1)
+    queue.add("a")
+    clock.advance(0.001)
+    queue.add("b")
+    clock.advance(0.999)
+    assert expired == ["a"]
+    # b is due 0.001 s later, but the next check waits the slack.
+    [call] = clock.getDelayedCalls()
+    assert call.getTime() == pytest.approx(1.1)
+    clock.advance(0.1)
+    assert expired == ["a", "b"]

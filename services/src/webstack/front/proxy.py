@@ -40,6 +40,7 @@ from twisted.web.server import NOT_DONE_YET
 from webstack.runtime.errors import errorBody, renderError
 
 from .client import UpstreamConnection, UpstreamPool
+from .deadlines import Deadlines
 from .failures import DETAIL, TIMEOUT, UpstreamFailure, classify, describeFailure
 from .headers import responseHeaders, upstreamRequestHead
 from .metrics import ProxyMetrics
@@ -80,6 +81,7 @@ class RouteProxy(Resource):
         self.metrics = metrics
         self.trustForwarded = trustForwarded
         self.routeCookie = routeCookie
+        self.deadlines = Deadlines(reactor, route.timeout, Exchange.timedOut)
 
     def render(self, request):
         if not self.replicas.configured:
@@ -115,7 +117,7 @@ class Exchange:
         "clientGone",
         "streamingFrom",
         "_sentAt",
-        "_timer",
+        "_waiting",
         "_cookieToSet",
         "_cookies",
     )
@@ -155,7 +157,7 @@ class Exchange:
         self.clientGone = False
         self.streamingFrom = None
         self._sentAt = 0.0
-        self._timer = None
+        self._waiting = False
         self._cookieToSet = None
         request.notifyFinish().addErrback(self._clientLeft)
 
@@ -170,9 +172,10 @@ class Exchange:
         self.replica = replica
         replica.inFlight += 1
         proxy = self.proxy
-        if self._timer is None:
+        if not self._waiting:
+            self._waiting = True
             self._sentAt = proxy.reactor.seconds()
-            self._timer = proxy.reactor.callLater(proxy.route.timeout, self._timedOut)
+            proxy.deadlines.add(self)
         proxy.pool.acquire(replica.host, replica.port, self)
 
     def _choose(self) -> Replica | None:
@@ -332,8 +335,12 @@ class Exchange:
         )
         request.channel.transport.abortConnection()
 
-    def _timedOut(self) -> None:
-        self._timer = None
+    def timedOut(self) -> None:
+        """
+        No response head within the route's timeout (L{Deadlines} calls
+        this).
+        """
+        self._waiting = False
         if self.ended or self.headSeen:
             return
         connection, self.connection = self.connection, None
@@ -342,9 +349,9 @@ class Exchange:
         self._failed(TIMEOUT, f"no response head within {self.proxy.route.timeout:g}s")
 
     def _stopTimer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._waiting:
+            self._waiting = False
+            self.proxy.deadlines.discard(self)
 
     # The client leaving.
 
