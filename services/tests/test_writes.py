@@ -1,7 +1,9 @@
 """
-L{webstack.runtime.writes.writeNow} over a real loopback connection, in a
+L{webstack.runtime.writes} over real loopback connections, each program in a
 process of its own (the reactor runs once per process): what goes out at
-once and what is queued behind a full socket arrive whole and in order.
+once, at the end of a turn, or queued behind a full socket arrives whole and
+in order; C{loseConnection} still sends everything first, C{abortConnection}
+still drops it, and a slow reader still pauses a streaming producer.
 """
 
 from __future__ import annotations
@@ -67,3 +69,104 @@ def test_aNonTCPTransportIsWrittenToAsUsual():
     writeNow(transport, b"hello")
     writeNow(transport, b" world")
     assert transport.value() == b"hello world"
+
+
+SERVER = textwrap.dedent(
+    """
+    import hashlib, socket, sys
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+    from webstack.runtime.writes import CoalescingServer, coalesceWrites
+
+    pieces = [b"head ", bytes(range(256)) * 40000, b" tail"]
+    results = {}
+
+    class Writer(Protocol):
+        def connectionMade(self):
+            results["transport"] = type(self.transport).__name__
+            mode = self.factory.modes.pop(0)
+            for piece in pieces:
+                self.transport.write(piece)
+            if mode == "close":
+                self.transport.loseConnection()
+            elif mode == "abort":
+                self.transport.abortConnection()
+            elif mode == "produce":
+                self.produced = 0
+                self.transport.registerProducer(self, True)
+                self.resumeProducing()
+
+        # A streaming producer: writes until paused, 200 times 64 KiB.
+        def resumeProducing(self):
+            self.paused = False
+            while not self.paused and self.produced < 200:
+                self.produced += 1
+                self.transport.write(b"p" * 65536)
+            if self.produced == 200:
+                self.transport.unregisterProducer()
+                self.transport.loseConnection()
+
+        def pauseProducing(self):
+            self.paused = True
+            results["paused"] = results.get("paused", 0) + 1
+
+        def stopProducing(self):
+            pass
+
+    factory = Factory.forProtocol(Writer)
+    factory.modes = ["close", "abort", "produce"]
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    coalesceWrites(port)
+    address = ("127.0.0.1", port.getHost().port)
+
+    def read(slow=False):
+        s = socket.create_connection(address, timeout=10)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as e:
+            data += b"<" + type(e).__name__.encode() + b">"
+        return data
+
+    def client():
+        import time
+        whole = b"".join(pieces)
+        closed = read()
+        results["close"] = closed == whole
+        aborted = read()
+        results["abort"] = len(aborted) < len(whole)
+        s = socket.create_connection(address, timeout=10)
+        time.sleep(0.3)  # let the producer fill the socket and be paused
+        total = 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+        results["produce"] = total == len(whole) + 200 * 65536
+        reactor.callFromThread(reactor.stop)
+
+    reactor.callInThread(client)
+    reactor.callLater(30, reactor.stop)
+    reactor.run()
+    print(sorted(results.items()))
+    """
+)
+
+
+@pytest.mark.integration
+def test_aCoalescingServerSendsLikeTwistedDoes():
+    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
+    result = subprocess.run(
+        [sys.executable, "-c", SERVER], capture_output=True, text=True, timeout=60, env=env
+    )
+    results = dict(eval(result.stdout.strip() or "[]"))
+    assert results.get("transport") == "CoalescingServer", result.stderr
+    assert results["close"] is True
+    assert results["abort"] is True
+    assert results["produce"] is True
+    assert results.get("paused", 0) >= 1

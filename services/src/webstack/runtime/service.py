@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from .config import ConfigError, setting
 from .health import Health
 from .site import WebSite
+from .writes import coalesceWrites
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class WebService(MultiService):
 
     def _listening(self, port) -> None:
         self.port = port
+        coalesceWrites(port)
         address = port.getHost()
         self.log.info(
             "{service} listening on {host}:{port}",
