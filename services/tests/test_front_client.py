@@ -183,6 +183,9 @@ def test_aRequestCrossesTheFrontAndItsAnswerComesBackWithItsLength():
     assert b"Content-Length: 6\r\n" in out and b"chunked" not in out.lower()
     assert out.endswith(b"\r\n\r\nhello ")
     assert world.outcome("response") == 1
+    assert world.registry.get_sample_value(
+        "front_upstream_response_head_seconds_count", {"route": "async"}
+    ) == 1
     assert world.replicas.replicas[0].inFlight == 0
 
 

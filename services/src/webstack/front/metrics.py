@@ -11,7 +11,7 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
-from webstack.runtime.metrics import LATENCY_BUCKETS
+from webstack.runtime.metrics import LATENCY_BUCKETS, adder, observer
 
 _SHARED = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 """
@@ -21,6 +21,11 @@ multiprocess files (set in a worker's environment before it starts).
 
 
 class ProxyMetrics:
+    """
+    How each proxied request ended, how long its response head took, and how
+    often a request was tried on another replica.
+    """
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.exchanges = Counter(
             "front_upstream_exchanges_total",
@@ -43,25 +48,28 @@ class ProxyMetrics:
             ["route"],
             registry=registry,
         )
+        self._adders: dict[tuple, object] = {}
 
-        self._children: dict[tuple, object] = {}
-
-    def _child(self, metric, *labels):
-        # labels() on every request costs more than the counting itself.
+    def _add(self, metric, *labels):
+        # The labelled child's own adder, found once per label set: labels()
+        # and inc() on every request cost more than the counting itself.
         key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        add = self._adders.get(key)
+        if add is None:
+            child = metric.labels(*labels)
+            add = self._adders[key] = (
+                observer(child) if isinstance(metric, Histogram) else adder(child)
+            )
+        return add
 
     def outcome(self, route: str, outcome: str) -> None:
-        self._child(self.exchanges, route, outcome).inc()
+        self._add(self.exchanges, route, outcome)(1)
 
     def headSeconds(self, route: str, seconds: float) -> None:
-        self._child(self.responseSeconds, route).observe(seconds)
+        self._add(self.responseSeconds, route)(seconds)
 
     def retried(self, route: str) -> None:
-        self._child(self.retries, route).inc()
+        self._add(self.retries, route)(1)
 
 
 class ReplicaGauges:
