@@ -10,7 +10,7 @@ import pytest
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from webstack.runtime.logs import JSONLineObserver, eventAsRecord
+from webstack.runtime.logs import PIPE_BUF, JSONLineObserver, eventAsRecord, writeWholeLines
 
 
 def test_aLineCarriesTheMessageAndThePlainFields():
@@ -178,3 +178,43 @@ def test_whatIsHeldIsWrittenWhenTheReactorShutsDown(monkeypatch):
     assert (phase, event) == ("after", "shutdown")
     flush()
     assert messages(out) == ["last words"]
+
+
+class _Pipe(io.TextIOWrapper):
+    """
+    A text stream whose binary writes are recorded, one per write().
+    """
+
+    def __init__(self):
+        self.writes = []
+        raw = io.BytesIO()
+        recording = self.writes
+
+        class Recording(io.BufferedWriter):
+            def write(self, data):
+                recording.append(bytes(data))
+                return super().write(data)
+
+        super().__init__(Recording(raw), encoding="utf-8", write_through=True)
+
+
+def test_heldLinesAreWrittenInPiecesThatAPipeKeepsWhole():
+    out = _Pipe()
+    lines = [f'{{"n": {n}, "pad": "{"é" * (n % 50)}"}}\n' for n in range(400)]
+    lines.insert(7, '{"long": "' + "x" * 5000 + '"}\n')
+    writeWholeLines(out, "".join(lines))
+    assert b"".join(out.writes).decode() == "".join(lines)
+    for piece in out.writes:
+        assert piece.endswith(b"\n")
+        assert len(piece) <= PIPE_BUF or piece.count(b"\n") == 1
+    assert len(out.writes) < len(lines) / 5
+
+
+def test_aHeldTurnIsFlushedInPiecesThatAPipeKeepsWhole():
+    out = _Pipe()
+    observer = JSONLineObserver(out, batched=True)
+    # What a busy turn holds: a few hundred access lines.
+    observer._held = [f'{{"n": {n}, "msg": "{"a" * 150}"}}\n' for n in range(300)]
+    observer.flush()
+    assert len(out.writes) > 1
+    assert all(len(piece) <= PIPE_BUF and piece.endswith(b"\n") for piece in out.writes)

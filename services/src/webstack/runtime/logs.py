@@ -21,6 +21,7 @@ import atexit
 import json
 import math
 import os
+import select
 import sys
 import time
 from typing import IO, Any
@@ -207,8 +208,42 @@ class JSONLineObserver:
         """
         held, self._held = self._held, []
         if held:
-            self._out.write("".join(held))
-            self._out.flush()
+            writeWholeLines(self._out, "".join(held))
+
+
+PIPE_BUF = select.PIPE_BUF
+"""
+The most bytes one write() to a pipe puts there in one piece (4096 on
+Linux): a longer write may be interleaved with another process's.
+"""
+
+
+def writeWholeLines(out: IO[str], text: str) -> None:
+    """
+    Write C{text}, whole lines, to C{out} in writes of at most L{PIPE_BUF}
+    bytes each (a line longer than that alone in its write).
+
+    Several processes may share one standard output (a front's workers, the
+    processes of a container): each write of a pipe up to C{PIPE_BUF} bytes
+    lands in one piece, so the lines of one process are never cut by
+    another's; a held turn's worth of lines, written at once, could be.
+    """
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    data = text.encode(getattr(out, "encoding", None) or "utf-8", "backslashreplace")
+    start, size = 0, len(data)
+    while start < size:
+        end = start + PIPE_BUF
+        if end < size:
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else data.find(b"\n", end) + 1 or size
+        buffer.write(data[start:end])
+        buffer.flush()
+        start = end
 
 
 def jsonLogger() -> ILogObserver:
