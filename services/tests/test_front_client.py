@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -456,3 +456,137 @@ def test_anEmptyBodyDoesNotStopTheRetry():
     assert world.connections() == [("10.0.0.1", 80)]
     world.accept()
     assert response(transport).endswith(b"hello ")
+
+
+# What a replica may get wrong, and what a client may try.
+
+HELD = b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n"
+
+
+def test_aSecondResponseInTheSameReadDoesNotReplaceTheFirst():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    pump.client.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+    )
+    world.flush()
+    out = response(transport)
+    assert out.startswith(b"HTTP/1.1 200 OK"), out
+    assert b"/elsewhere" not in out
+    assert world.pool.idleCount() == 0
+
+
+def test_aConnectionWithPartOfAnotherResponseIsNotReused():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    pump.client.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"
+    )
+    world.flush()
+    assert response(transport).endswith(b"\r\n\r\nhi")
+    assert world.pool.idleCount() == 0
+    channel, transport = world.client(GET)
+    assert world.connections() == [("10.0.0.1", 80)]
+    world.accept()
+    assert response(transport).endswith(b"\r\n\r\nhello ")
+
+
+def test_anIdleConnectionThatSpeaksOutOfTurnLeavesThePoolAtOnce():
+    world = World()
+    world.client(GET)
+    world.accept()
+    [pump] = world.pumps
+    # A replica's 408 as it closes an idle keep-alive connection.
+    pump.client.dataReceived(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+    assert world.pool.idleCount() == 0
+    channel, transport = world.client(
+        b"POST /async/instant HTTP/1.1\r\nHost: f\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    assert world.connections() == [("10.0.0.1", 80)]
+
+
+def test_aResetDuringABodyDelimitedByCloseIsATruncation():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    connection = pump.client
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart")
+    connection.connectionLost(Failure(ConnectionLost("Connection reset by peer")))
+    world.flush()
+    assert transport.disconnecting and not response(transport).endswith(b"0\r\n\r\n")
+    assert world.outcome("broken_body") == 1
+
+
+def test_aCleanCloseEndsABodyDelimitedByClose():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    connection = pump.client
+    connection.dataReceived(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nwhole")
+    connection.connectionLost(Failure(ConnectionDone()))
+    world.flush()
+    assert response(transport).endswith(b"5\r\nwhole\r\n0\r\n\r\n")
+    assert world.outcome("response") == 1
+
+
+def test_aTransferCodingOtherThanChunkedIs502():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    pump.client.dataReceived(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert response(transport).startswith(b"HTTP/1.1 502")
+    assert world.outcome("error") == 1
+
+
+def test_anEndlessResponseHeadFailsBeforeItIsBuffered():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    connection = pump.client
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nX-Big: ")
+    for _ in range(4):
+        connection.dataReceived(b"a" * 65536)
+    assert connection.exchange is None
+    assert response(transport).startswith(b"HTTP/1.1 502")
+
+
+def test_noContentTypeIsInventedForAProxiedResponse():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [pump] = world.pumps
+    pump.client.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    out = response(transport)
+    assert out.endswith(b"ok")
+    assert b"content-type" not in out.lower()
+
+
+def test_theHostHeaderIsSentUpstreamWhateverConnectionNames():
+    world = World()
+    world.client(
+        b"GET /async/instant HTTP/1.1\r\nHost: front.example\r\nConnection: host\r\n\r\n"
+    )
+    world.accept()
+    [seen] = world.backend.seen
+    assert seen.requestHeaders.getRawHeaders(b"host") == [b"front.example"]
+
+
+def test_aReplicaThatDoesNotAcceptBeforeTheRouteTimeoutIsStillEjected():
+    world = World("10.0.0.1", "10.0.0.2", timeout=0.5)
+    channel, transport = world.client(GET)
+    world.clock.advance(0.5)
+    assert response(transport).startswith(b"HTTP/1.1 504")
+    world.refuse(ConnectTimeoutError())
+    assert [r for r in world.replicas.replicas if r.lastError]

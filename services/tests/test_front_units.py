@@ -325,3 +325,36 @@ def test_aCheckComingTooSoonWaitsForTheSlack():
     assert call.getTime() == pytest.approx(1.1)
     clock.advance(0.1)
     assert expired == ["a", "b"]
+
+
+def test_anItemAddedWhileExpiringLeavesOneTimer():
+    clock = Clock()
+    expired = []
+
+    def onExpiry(item):
+        if item == "a":
+            queue.add("b")  # a pipelined request, rendered by the 504's finish
+        expired.append(item)
+
+    queue = Deadlines(clock, 2.0, onExpiry)
+    queue.add("a")
+    clock.advance(2.0)
+    assert len([c for c in clock.getDelayedCalls() if c.active()]) == 1
+    queue.discard("b")
+    assert [c for c in clock.getDelayedCalls() if c.active()] == []
+
+
+def test_anExpiryThatRaisesDoesNotStrandTheOthers():
+    clock = Clock()
+    expired = []
+
+    def onExpiry(item):
+        expired.append(item)
+        if item == "a":
+            raise RuntimeError("boom")
+
+    queue = Deadlines(clock, 2.0, onExpiry)
+    queue.add("a")
+    queue.add("b")
+    clock.advance(2.0)
+    assert expired == ["a", "b"]

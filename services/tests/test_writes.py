@@ -170,3 +170,67 @@ def test_aCoalescingServerSendsLikeTwistedDoes():
     assert results["abort"] is True
     assert results["produce"] is True
     assert results.get("paused", 0) >= 1
+
+
+# One connection whose protocol fails while its queue is sent must not keep
+# the others of that turn from sending.
+COALESCE = textwrap.dedent(
+    """
+    import socket, sys
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+    from webstack.runtime.writes import coalesceWrites
+
+    protocols = []
+
+    class P(Protocol):
+        def connectionMade(self):
+            protocols.append(self)
+            if len(protocols) == 2:
+                reactor.callLater(0.1, fire)
+        def connectionLost(self, reason):
+            if self is protocols[0]:
+                raise RuntimeError("a protocol's connectionLost failed")
+
+    def fire():
+        a, b = protocols
+        a.transport.write(b"bye")
+        a.transport.loseConnection()
+        b.transport.write(b"hello")
+
+    port = reactor.listenTCP(0, Factory.forProtocol(P), interface="127.0.0.1")
+    if sys.argv[1] == "coalesce":
+        coalesceWrites(port)
+    address = ("127.0.0.1", port.getHost().port)
+    result = {}
+
+    def client():
+        s1 = socket.create_connection(address, timeout=3)
+        s2 = socket.create_connection(address, timeout=3)
+        try:
+            result["b"] = s2.recv(100)
+        except OSError as e:
+            result["b"] = type(e).__name__
+        reactor.callFromThread(reactor.stop)
+
+    reactor.callInThread(client)
+    reactor.callLater(10, reactor.stop)
+    reactor.run()
+    print(result["b"])
+    """
+)
+
+
+
+def _coalesce(mode):
+    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
+    result = subprocess.run(
+        [sys.executable, "-c", COALESCE, mode], capture_output=True, text=True, timeout=30, env=env
+    )
+    return result.stdout.strip()
+
+
+@pytest.mark.integration
+def test_oneFailingConnectionDoesNotStrandTheOthersInItsTurn():
+    assert _coalesce("stock") == "b'hello'"  # Twisted's own transport
+    assert _coalesce("coalesce") == "b'hello'"

@@ -38,9 +38,16 @@ log = Logger()
 
 MAX_HEAD_BYTES = 65536
 """
-The largest response head accepted from a replica; beyond it the exchange
-fails (502) rather than buffering without bound.
+The most bytes read from a replica before its response head is complete;
+beyond it the exchange fails (502) rather than buffering without bound
+(httptools holds a header line whole before it says anything of it).
 """
+
+
+class _Unasked(Exception):
+    """
+    A second response began where only one was asked for.
+    """
 
 
 class IExchange(TypingProtocol):
@@ -166,6 +173,7 @@ class UpstreamConnection(Protocol):
         its client leave (its C{notifyFinish} errback fires).
         """
         self.exchange = None
+        self._pool.lost(self)
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -173,10 +181,17 @@ class UpstreamConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.exchange is None:
-            # Nothing was asked: a replica talking out of turn.
+            # Nothing was asked: a replica talking out of turn.  Out of the
+            # pool now (connectionLost comes only on the next turn).
+            self._pool.lost(self)
             self.transport.abortConnection()
             return
         self._gotBytes = True
+        if not self._headSeen:
+            self._headBytes += len(data)
+            if self._headBytes > MAX_HEAD_BYTES:
+                self._fail(ERROR, f"response head over {MAX_HEAD_BYTES} bytes")
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -184,7 +199,12 @@ class UpstreamConnection(Protocol):
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
-            if isinstance(cause, UpstreamFailure):
+            if isinstance(cause, _Unasked):
+                # Bytes beyond the response asked for: it stands, the
+                # connection cannot be trusted with another.
+                self._closeAfter = True
+                self._completed()
+            elif isinstance(cause, UpstreamFailure):
                 self._fail(cause.kind, cause.detail)
             else:
                 log.failure(
@@ -216,13 +236,14 @@ class UpstreamConnection(Protocol):
 
     # httptools callbacks.
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Unasked()
+
     def on_status(self, status: bytes) -> None:
         self._phrase += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headBytes += len(name) + len(value) + 4
-        if self._headBytes > MAX_HEAD_BYTES:
-            raise UpstreamFailure(ERROR, f"response head over {MAX_HEAD_BYTES} bytes")
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -238,6 +259,14 @@ class UpstreamConnection(Protocol):
         if not parser.should_keep_alive():
             self._closeAfter = True
         names = {name.lower() for name, _ in self._headers}
+        if b"transfer-encoding" in names:
+            codings = b",".join(
+                value for name, value in self._headers if name.lower() == b"transfer-encoding"
+            )
+            if [c.strip().lower() for c in codings.split(b",")] != [b"chunked"]:
+                # llhttp undoes chunked only: a body still gzip-coded (say)
+                # would reach the client with nothing saying so.
+                raise UpstreamFailure(ERROR, f"unsupported transfer coding {codings!r}")
         self._eofBody = b"content-length" not in names and b"transfer-encoding" not in names
         self._headSeen = True
         self.exchange.responseHead(code, self._phrase, self._headers)
@@ -274,6 +303,7 @@ class UpstreamConnection(Protocol):
     def _fail(self, kind: str, detail: str) -> None:
         exchange = self.exchange
         self.exchange = None
+        self._pool.lost(self)
         self.transport.abortConnection()
         if exchange is not None:
             exchange.upstreamFailed(UpstreamFailure(kind, detail), retryable=False)
@@ -284,7 +314,7 @@ class UpstreamConnection(Protocol):
         if exchange is None:
             return
         self.exchange = None
-        if self._headSeen and self._eofBody:
+        if self._headSeen and self._eofBody and reason.check(ConnectionDone):
             # A body delimited by the connection's end (no length, not
             # chunked) ends here, complete.
             if self._producing:
@@ -460,9 +490,10 @@ def fetchStatus(pool: UpstreamPool, host: str, port: int, path: bytes, userAgent
     C{GET path} from C{host:port} through C{pool}; a Deferred of the status
     (cancel it to give up: the connection is closed).
     """
+    hostname = f"[{host}]" if ":" in host else host
     head = b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: %s\r\n\r\n" % (
         path,
-        host.encode("ascii"),
+        hostname.encode("ascii"),
         port,
         userAgent,
     )

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
+from twisted.logger import Logger
+
+log = Logger()
+
 
 class Deadlines:
     """
@@ -59,12 +63,21 @@ class Deadlines:
         while waiting:
             item, deadline = next(iter(waiting.items()))
             if deadline > now:
+                # An expiry may have added an item (a pipelined request), and
+                # with it a timer for later than this one: one timer, for
+                # the oldest.
+                if self._timer is not None:
+                    self._timer.cancel()
                 self._timer = self._reactor.callLater(
                     max(deadline - now, self._slack), self._check
                 )
                 return
             del waiting[item]
-            self._expired(item)
+            try:
+                self._expired(item)
+            except Exception:
+                # The others are still due.
+                log.failure("expiring {item!r} failed", item=item)
 
     def stop(self) -> None:
         """

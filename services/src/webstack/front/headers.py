@@ -75,7 +75,8 @@ def upstreamRequestHead(
 
     skip = _REQUEST_SKIP
     if headers.hasHeader(b"connection"):
-        skip = skip | _connectionTokens(headers)
+        # Host is the message's own, whatever a client's Connection names.
+        skip = skip | (_connectionTokens(headers) - {b"host"})
     lines = [b"%s %s HTTP/1.1\r\n" % (request.method, request.uri)]
     for name, values in headers.getAllRawHeaders():
         if name.lower() in skip:

@@ -231,6 +231,10 @@ class Exchange:
 
     def connectFailed(self, kind: str, reason) -> None:
         if self.ended:
+            # Timed out (or abandoned) while connecting; the replica is
+            # still left out, so the next request does not wait on it too.
+            if self.tried:
+                self.proxy.replicas.eject(self.tried[-1], f"{kind}: {describeFailure(reason)}")
             return
         self._failed(kind, describeFailure(reason))
 
@@ -242,6 +246,9 @@ class Exchange:
         proxy = self.proxy
         proxy.metrics.headSeconds(self.route, proxy.reactor.seconds() - self._sentAt)
         request = self.request
+        # The replica's Content-Type or none: Twisted's default (text/html)
+        # would invite a browser to sniff an untyped body.
+        request.defaultContentType = None
         request.setResponseCode(code, phrase or None)
         request.responseHeaders = responseHeaders(headers, _requestId(request))
         if self._cookieToSet is not None:

@@ -50,6 +50,8 @@ def writeNow(transport, data: bytes) -> None:
         and isinstance(transport, tcp.Connection)
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting
+        and not transport.TLS
         and not transport._tempDataBuffer
         and len(transport.dataBuffer) <= transport.offset
     ):
@@ -84,7 +86,13 @@ class _EndOfTurn:
         self._call = None
         waiting, self._waiting = self._waiting, []
         for transport in waiting:
-            transport._sendQueued()
+            # One connection's failure (its protocol's connectionLost
+            # raising, say) is its own: the reactor would log it and go on
+            # to the next event, and so does this.
+            try:
+                transport._sendQueued()
+            except BaseException:
+                log.err(None, "sending a connection's queued writes")
 
 
 _turns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
