@@ -4,9 +4,10 @@ The session service (C{twistd -n webstack-session}): the three session seeds
 under C{/session/}.
 
 Sessions live in this process's memory, as in Twisted (C{Site.sessions}).
-With several replicas, the front keeps each session on the replica that
-made it (C{front.routes.session.sticky_cookie}); a replica that goes away
-takes its sessions with it.  See the README for why this is the choice.
+With several replicas, the front keeps each client on the replica that
+first served it, with a signed routing cookie of its own
+(C{front.routes.session.sticky}); a replica that goes away takes its
+sessions with it.  See the README for why this is the choice.
 """
 
 from __future__ import annotations
