@@ -18,6 +18,7 @@ from .support import (
     EchoUpstream,
     closedPort,
     getJSON,
+    rawGet,
     rawSend,
     readAll,
     request,
@@ -490,3 +491,15 @@ def test_sigtermDrainsRequestsInProgressThenExitsZero():
         assert response.status == 502
         statuses = stack.stop()
         assert statuses["front"] == 0
+
+
+@pytest.mark.parametrize("target", [b"/async/\x7f", b"/async/\x80x", b"/async/x?q=\x01"])
+def test_aTargetWithABytePastVisibleASCIIIs400AtTheFront(world, target):
+    seen = len(world["echo"].seen)
+    answer = rawGet(world["front"], target)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"Traceback" not in answer
+    assert len(world["echo"].seen) == seen
+    _, body = request(world["front"], "GET", "/", headers={"Accept": "application/json"})
+    for demo in json.loads(body)["demos"]:
+        assert all(r["in_flight"] == 0 for r in demo["replicas"])

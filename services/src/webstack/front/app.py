@@ -7,6 +7,7 @@ proxied to its service's replicas.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 from twisted.application.internet import TimerService
@@ -28,6 +29,14 @@ from .upstreams import ReplicaSet
 __all__ = ["SECTION", "SUBTABLES", "Settings", "loadSettings", "makeApp"]
 
 PROBE_TIMEOUT = 2.0
+
+
+_NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")
+"""
+A byte no request target may hold (RFC 9112: visible ASCII only; anything
+else is percent-encoded): refused at the front rather than passed to a
+service to trip over.
+"""
 
 
 def unsafePath(path: bytes) -> bool:
@@ -63,6 +72,10 @@ class FrontRoot(Resource):
 
     def getChildWithDefault(self, name, request):
         path = request.path
+        if _NOT_VISIBLE.search(request.uri):
+            return _Refusal(
+                400, "The request target has a byte that is not visible ASCII (RFC 9112)."
+            )
         if unsafePath(path):
             return _Refusal(400, "The path has a dot segment, a backslash or a NUL byte.")
         for prefix, proxy in self._proxies:
