@@ -147,6 +147,15 @@ class World:
             )
         self.flush()
 
+    def held(self):
+        """
+        A client's request that the backend holds, its upstream connection
+        made: the test speaks for the replica on that connection.
+        """
+        channel, transport = self.client(HELD)
+        self.accept()
+        return channel, transport, self.pumps[-1].client
+
     def refuse(self, reason=None):
         host, port, factory, *_ = self.clock.tcpClients.pop(0)
         factory.clientConnectionFailed(None, Failure(reason or ConnectionRefusedError()))
@@ -166,6 +175,7 @@ def response(transport: StringTransport) -> bytes:
 
 
 GET = b"GET /async/instant HTTP/1.1\r\nHost: front.example\r\n\r\n"
+HELD = b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n"
 
 
 def test_aRequestCrossesTheFrontAndItsAnswerComesBackWithItsLength():
@@ -236,7 +246,7 @@ def test_aHeadResponseLeavesTheConnectionReadyForTheNext():
 
 def test_aClientLeavingBeforeTheResponseClosesTheUpstreamConnection():
     world = World()
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    channel, transport = world.client(HELD)
     world.accept()
     assert len(world.backend.seen) == 1 and world.backend.held.ended == []
     channel.connectionLost(Failure(ConnectionDone()))
@@ -253,7 +263,7 @@ def test_aClientLeavingBeforeTheResponseClosesTheUpstreamConnection():
 
 def test_aClientLeavingDuringTheBodyClosesTheUpstreamConnection():
     world = World()
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    channel, transport = world.client(HELD)
     world.accept()
     [held] = world.backend.seen
     held.write(b"first part")
@@ -269,7 +279,7 @@ def test_aClientLeavingDuringTheBodyClosesTheUpstreamConnection():
 
 def test_aSlowClientPausesTheUpstream():
     world = World()
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    channel, transport = world.client(HELD)
     world.accept()
     [held] = world.backend.seen
     held.write(b"first part")
@@ -293,7 +303,7 @@ def test_aSlowClientPausesTheUpstream():
 
 def test_aBodyBrokenOffUpstreamAbortsTheClientConnection():
     world = World()
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    channel, transport = world.client(HELD)
     world.accept()
     [held] = world.backend.seen
     held.setHeader(b"content-length", b"100")
@@ -308,7 +318,7 @@ def test_aBodyBrokenOffUpstreamAbortsTheClientConnection():
 
 def test_noResponseHeadWithinTheRouteTimeoutIs504():
     world = World(timeout=2.0)
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    channel, transport = world.client(HELD)
     world.accept()
     world.clock.advance(1.999)
     assert response(transport) == b""
@@ -353,7 +363,7 @@ def test_withNoReplicaLeftTheAnswerIs502(reason, outcome):
 
 def test_aResetAfterSendingIsNotRetried():
     world = World("10.0.0.1", "10.0.0.2")
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
+    channel, transport = world.client(HELD)
     world.accept()
     world.backend.seen[0].channel.transport.abortConnection()
     world.flush()
@@ -432,11 +442,9 @@ def test_aStickyRouteSendsAClientBackToItsReplica():
 
 def test_bytesAfterACompleteResponseCloseTheConnectionNotTheResponse():
     world = World()
-    channel, transport = world.client(b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n")
-    world.accept()
-    [pump] = world.pumps
+    channel, transport, connection = world.held()
     # A 304 followed by a stray gzip trailer, as Twisted's encoder sends.
-    pump.client.dataReceived(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n\x03\x00\x00\x00")
+    connection.dataReceived(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n\x03\x00\x00\x00")
     world.flush()
     assert response(transport).startswith(b"HTTP/1.1 304")
     assert not transport.disconnecting
@@ -460,15 +468,11 @@ def test_anEmptyBodyDoesNotStopTheRetry():
 
 # What a replica may get wrong, and what a client may try.
 
-HELD = b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n"
-
 
 def test_aSecondResponseInTheSameReadDoesNotReplaceTheFirst():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    pump.client.dataReceived(
+    channel, transport, connection = world.held()
+    connection.dataReceived(
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
         b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
     )
@@ -481,10 +485,8 @@ def test_aSecondResponseInTheSameReadDoesNotReplaceTheFirst():
 
 def test_aConnectionWithPartOfAnotherResponseIsNotReused():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    pump.client.dataReceived(
+    channel, transport, connection = world.held()
+    connection.dataReceived(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"
     )
@@ -513,10 +515,7 @@ def test_anIdleConnectionThatSpeaksOutOfTurnLeavesThePoolAtOnce():
 
 def test_aResetDuringABodyDelimitedByCloseIsATruncation():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    connection = pump.client
+    channel, transport, connection = world.held()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart")
     connection.connectionLost(Failure(ConnectionLost("Connection reset by peer")))
     world.flush()
@@ -526,10 +525,7 @@ def test_aResetDuringABodyDelimitedByCloseIsATruncation():
 
 def test_aCleanCloseEndsABodyDelimitedByClose():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    connection = pump.client
+    channel, transport, connection = world.held()
     connection.dataReceived(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nwhole")
     connection.connectionLost(Failure(ConnectionDone()))
     world.flush()
@@ -539,10 +535,8 @@ def test_aCleanCloseEndsABodyDelimitedByClose():
 
 def test_aTransferCodingOtherThanChunkedIs502():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    pump.client.dataReceived(
+    channel, transport, connection = world.held()
+    connection.dataReceived(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     )
     assert response(transport).startswith(b"HTTP/1.1 502")
@@ -551,10 +545,7 @@ def test_aTransferCodingOtherThanChunkedIs502():
 
 def test_anEndlessResponseHeadFailsBeforeItIsBuffered():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    connection = pump.client
+    channel, transport, connection = world.held()
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nX-Big: ")
     for _ in range(4):
         connection.dataReceived(b"a" * 65536)
@@ -564,10 +555,8 @@ def test_anEndlessResponseHeadFailsBeforeItIsBuffered():
 
 def test_noContentTypeIsInventedForAProxiedResponse():
     world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [pump] = world.pumps
-    pump.client.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    channel, transport, connection = world.held()
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     out = response(transport)
     assert out.endswith(b"ok")
     assert b"content-type" not in out.lower()

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .proctree import stopTree
+from .proctree import stopChild
 
 UPSTREAM_KEEPALIVE = 64
 LISTEN_BACKLOG = 1024
@@ -162,11 +162,6 @@ class Nginx:
         the temporary directory.
         """
         try:
-            stopTree(self.process.pid, grace=10)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            stopChild(self.process)
         finally:
             self._directory.cleanup()

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from .proctree import stopTree
+from .proctree import stopChild
 
 
 class PeerProcess:
@@ -62,9 +62,4 @@ class PeerProcess:
             self.lines += chunk.count(b"\n")
 
     def stop(self) -> None:
-        stopTree(self.process.pid, grace=10)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stopChild(self.process)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,19 @@ def stopTree(root: int, grace: float = 15.0, sig: int = signal.SIGTERM) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and [m for m in members if _same(m)]:
         time.sleep(0.02)
+
+
+def stopChild(process, grace: float = 10.0) -> None:
+    """
+    L{stopTree} for a child we started with L{subprocess.Popen}, then reap it
+    (killing it if it is somehow still there).
+    """
+    stopTree(process.pid, grace=grace)
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 def _same(member: ProcStat) -> bool:

@@ -334,7 +334,6 @@ class _Connecting(ClientFactory):
     """
 
     noisy = False
-    protocol = UpstreamConnection
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, int], exchange: IExchange):
         self._pool = pool
@@ -366,8 +365,6 @@ class UpstreamPool:
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
-        self.opened = 0
-        self.reusedCount = 0
 
     def acquire(self, host: str, port: int, exchange: IExchange) -> None:
         """
@@ -382,11 +379,9 @@ class UpstreamPool:
             while idle:
                 connection = idle.pop()
                 if connection.idleSince >= oldest:
-                    self.reusedCount += 1
                     exchange.connected(connection)
                     return
                 connection.transport.loseConnection()
-        self.opened += 1
         self._reactor.connectTCP(
             host, port, _Connecting(self, key, exchange), self.connectTimeout
         )

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_front_client -*-
+# -*- test-case-name: tests.test_front_units -*-
 """
 What went wrong upstream, and what that means for the client.
 
