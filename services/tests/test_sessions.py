@@ -145,7 +145,12 @@ def test_withTwoReplicasEachSessionStaysOnItsReplica():
     replica that made its session (through the front's own routing cookie),
     so the count goes on.
     """
-    with LocalStack(ephemeral=True, backends=("session",), replicas={"session": 2}) as stack:
+    # One front worker: the even spread of new sessions asserted below is one
+    # balancer's; stickiness across workers is test_front_workers' business.
+    oneWorker = {"WEBSTACK_FRONT_WORKERS": "1"}
+    with LocalStack(
+        ephemeral=True, backends=("session",), replicas={"session": 2}, env=oneWorker
+    ) as stack:
         port = stack.services["front"].port
         for client in range(4):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
