@@ -8,6 +8,9 @@ executable (run as L{GuardedCGIScript}, the seed's C{CGIScript}) or has an
 extension mapped to an interpreter in C{cgi.interpreters} (run as
 L{GuardedFilteredScript}, the seed's C{FilteredScript}).  Anything else,
 dotfiles, directories and links leading out included, is not found.
+
+At most C{cgi.max_processes} scripts run at once; a request beyond that is
+refused at once with C{503} and C{Retry-After} (L{webstack.cgi.slots}).
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ import os
 from dataclasses import dataclass
 from html import escape
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from twisted.python.filepath import FilePath, InsecurePath
 from twisted.web.resource import Resource
 
 from webstack.runtime.config import ConfigError, setting
 from webstack.runtime.errors import ErrorPage
+from webstack.runtime.metrics import adder
 from webstack.runtime.plugin import App, AppContext
 
 from .scripts import SETSID, Guard, GuardedCGIScript, GuardedFilteredScript, log
+from .slots import ScriptSlots
 
 SECTION = "cgi"
 
@@ -38,6 +43,12 @@ class Settings:
         ".sh=/bin/sh", help="extension=interpreter, comma-separated (FilteredScript)"
     )
     pass_env: str = setting("PATH,LANG,TZ", help="server variables a script may see")
+    max_processes: int = setting(
+        32, minimum=1, maximum=4096, help="scripts running at once; more get 503 at once"
+    )
+    retry_after: int = setting(
+        1, minimum=0, maximum=3600, help="s, the Retry-After of a 503 when all are running"
+    )
 
     def interpreterMap(self) -> dict[str, str]:
         mapping = {}
@@ -118,6 +129,28 @@ def makeApp(context: AppContext) -> App:
         ["script", "outcome"],
         registry=context.registry,
     )
+    running = Gauge(
+        "cgi_scripts_running",
+        "CGI scripts running now (spawned, not yet ended); at most cgi.max_processes.",
+        registry=context.registry,
+        multiprocess_mode="livesum",
+    )
+    limit = Gauge(
+        "cgi_max_processes",
+        "cgi.max_processes: the scripts that may run at once (per process).",
+        registry=context.registry,
+        multiprocess_mode="liveall",
+    )
+    limit.set(settings.max_processes)
+    rejected = Counter(
+        "cgi_rejected_total",
+        "CGI requests answered 503 without running their script, by reason"
+        " (busy: cgi.max_processes running; spawn_failed: no process could be made).",
+        ["reason"],
+        registry=context.registry,
+    )
+    for reason in ("busy", "spawn_failed"):
+        rejected.labels(reason)
     if SETSID is None:
         log.warn("setsid not found: a stopped script's own children may outlive it")
     guard = Guard(
@@ -126,6 +159,9 @@ def makeApp(context: AppContext) -> App:
         killGrace=settings.kill_grace,
         passEnv=tuple(filter(None, (n.strip() for n in settings.pass_env.split(",")))),
         count=lambda script, outcome: runs.labels(script, outcome).inc(),
+        slots=ScriptSlots(settings.max_processes, adder(running)),
+        retryAfter=settings.retry_after,
+        refused=lambda reason: rejected.labels(reason).inc(),
     )
     scripts = ScriptDirectory(
         context.configPath(settings.root), guard, settings.interpreterMap()

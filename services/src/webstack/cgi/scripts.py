@@ -14,6 +14,10 @@ goes away it only notes it, letting the script run on.  Here:
   - a client that goes away, or a script that runs past C{cgi.timeout},
     gets the whole group SIGTERM, then SIGKILL after C{cgi.kill_grace};
     a client still waiting for headers gets C{504};
+  - at most C{cgi.max_processes} scripts run at once (L{ScriptSlots}); a
+    request beyond that, or one whose script cannot be started (no process
+    or memory left: the container's limits), gets C{503} with
+    C{Retry-After} at once, never a place in a queue;
   - Twisted reaps the script; its children, killed with it, are reaped by
     the init process (compose runs one), so no zombie is left.
 """
@@ -32,6 +36,8 @@ from twisted.python.failure import Failure
 from twisted.web import twcgi
 
 from webstack.runtime.errors import renderError
+
+from .slots import ScriptSlots
 
 log = Logger(namespace="webstack.cgi")
 
@@ -58,6 +64,9 @@ class Guard:
     killGrace: float
     passEnv: tuple[str, ...]
     count: object  # callable(script, outcome)
+    slots: ScriptSlots
+    retryAfter: int  # s, in the Retry-After of a refusal
+    refused: object  # callable(reason): "busy" or "spawn_failed"
 
 
 def scriptEnvironment(env: dict, request, passEnv: Iterable[str]) -> dict[str, str | bytes]:
@@ -98,6 +107,16 @@ class GuardedProcessProtocol(twcgi.CGIProcessProtocol):
         self._killTimer = None
         super().__init__(request)
         self._deadline = guard.reactor.callLater(guard.timeout, self._timedOut)
+
+    def notStarted(self) -> None:
+        """
+        The script could not be spawned: forget its deadline, and answer
+        nothing (the caller does).
+        """
+        self._answered = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def _finished(self, result):
         super()._finished(result)
@@ -152,6 +171,7 @@ class GuardedProcessProtocol(twcgi.CGIProcessProtocol):
             pass
 
     def processEnded(self, reason):
+        self._guard.slots.release()
         for timer in (self._deadline, self._killTimer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -169,16 +189,53 @@ class GuardedProcessProtocol(twcgi.CGIProcessProtocol):
         super().processEnded(reason)
 
 
+def refuse(request, guard: Guard, reason: str, detail: str) -> None:
+    """
+    Answer C{503} with C{Retry-After} and count the refusal by C{reason}.
+    """
+    guard.refused(reason)
+    request.setHeader(b"retry-after", b"%d" % (guard.retryAfter,))
+    renderError(request, 503, detail, retry_after=guard.retryAfter)
+
+
 def _spawn(script, request, env, guard: Guard, program: list[str]) -> None:
-    protocol = GuardedProcessProtocol(request, guard, os.path.basename(script))
+    """
+    Run C{program} for C{request} if a slot is free, else refuse it; the
+    slot is given back in L{GuardedProcessProtocol.processEnded}, or here if
+    the process could not be made.
+    """
+    if not guard.slots.acquire():
+        refuse(
+            request,
+            guard,
+            "busy",
+            f"All {guard.slots.capacity} script slots are taken; try again shortly.",
+        )
+        return
+    name = os.path.basename(script)
+    protocol = GuardedProcessProtocol(request, guard, name)
     argv = [SETSID, *program] if SETSID else program
-    guard.reactor.spawnProcess(
-        protocol,
-        argv[0],
-        argv,
-        scriptEnvironment(env, request, guard.passEnv),
-        os.path.dirname(script),
-    )
+    try:
+        guard.reactor.spawnProcess(
+            protocol,
+            argv[0],
+            argv,
+            scriptEnvironment(env, request, guard.passEnv),
+            os.path.dirname(script),
+        )
+    except OSError as e:
+        # fork, exec or a pipe refused: the container's pids, memory or
+        # descriptor limit.  Not the client's doing, and gone once other
+        # scripts end: the same answer as a full house.
+        guard.slots.release()
+        protocol.notStarted()
+        log.warn(
+            "CGI {script}: could not start it: {error}",
+            event="cgi_spawn_failed",
+            script=name,
+            error=e.strerror or str(e),
+        )
+        refuse(request, guard, "spawn_failed", "The script could not be started now; try again shortly.")
 
 
 class GuardedCGIScript(twcgi.CGIScript):
