@@ -1,10 +1,13 @@
 """
 The session service: in memory on a L{Clock} (expiry, sliding on every
-visit, cookie flags, the counter, the expiry log), and over loopback with two
-replicas behind the front (each session stays on the replica that holds it).
+visit, cookie flags, the counter, the expiry log, no caching, the bound on
+sessions held), and over loopback with two replicas behind the front (each
+session stays on the replica that holds it).  The session service beside the
+static service's .rpy sessions, through one front: test_rpy_sessions.
 """
 
 import http.client
+import json
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,11 +17,13 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 
 from webstack.localstack import LocalStack
+from webstack.runtime.config import ConfigError
 from webstack.runtime.health import Health
 from webstack.runtime.metrics import HTTPMetrics
-from webstack.runtime.plugin import AppContext
+from webstack.runtime.plugin import AppContext, loadServiceSettings
 from webstack.runtime.service import RuntimeSettings
 from webstack.runtime.site import RouteLabeler, WebSite
+from webstack.sessions import app
 from webstack.sessions.app import Settings, makeApp
 
 from .support import request as httpRequest
@@ -29,16 +34,17 @@ class Browser:
     One client with a cookie jar, talking to a site in memory.
     """
 
-    def __init__(self, site, peer="127.0.0.1"):
+    def __init__(self, site, peer="127.0.0.1", cookieName=b"TWISTED_SESSION"):
         self.site = site
         self.peer = peer
+        self.cookieName = cookieName
         self.cookie = None
 
     def get(self, path, headers=b""):
         channel = self.site.buildProtocol(IPv4Address("TCP", self.peer, 40000))
         transport = StringTransport(peerAddress=IPv4Address("TCP", self.peer, 40000))
         channel.makeConnection(transport)
-        cookie = b"Cookie: TWISTED_SESSION=%s\r\n" % self.cookie if self.cookie else b""
+        cookie = b"Cookie: %s=%s\r\n" % (self.cookieName, self.cookie) if self.cookie else b""
         channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + cookie + headers + b"\r\n")
         head, _, body = transport.value().partition(b"\r\n\r\n")
         setCookie = [l for l in head.split(b"\r\n") if l.lower().startswith(b"set-cookie:")]
@@ -48,15 +54,22 @@ class Browser:
         return head, body.split(b"\r\n")[1] if b"chunked" in head.lower() else body
 
 
-@pytest.fixture
-def world():
+def header(head, name):
+    """
+    The values of header C{name} in a response head.
+    """
+    prefix = name.lower() + b":"
+    return [l[len(prefix):].strip() for l in head.split(b"\r\n") if l.lower().startswith(prefix)]
+
+
+def makeWorld(**settings):
     clock = Clock()
     registry = CollectorRegistry()
     context = AppContext(
         name="session",
         reactor=clock,
         runtime=RuntimeSettings(),
-        settings=Settings(timeout=60.0),
+        settings=Settings(**{"timeout": 60.0, **settings}),
         registry=registry,
         health=Health(),
     )
@@ -64,6 +77,11 @@ def world():
     site = WebSite(app.resource, reactor=clock, metrics=HTTPMetrics(registry), routeLabeler=RouteLabeler(app.routes))
     app.configureSite(site)
     return site, clock, registry
+
+
+@pytest.fixture
+def world():
+    return makeWorld()
 
 
 def test_theCounterCountsPerSession(world):
@@ -78,8 +96,8 @@ def test_theCounterCountsPerSession(world):
 def test_theSessionCookieCarriesHttpOnlyAndSameSite(world):
     head, _ = Browser(world[0]).get(b"/session/")
     [cookie] = [l for l in head.split(b"\r\n") if l.startswith(b"Set-Cookie")]
-    assert b"; Path=/; HttpOnly; SameSite=Lax" in cookie
-    assert b"Secure" not in cookie
+    assert cookie.startswith(b"Set-Cookie: TWISTED_SESSION=")
+    assert cookie.endswith(b"; Path=/session/; HttpOnly; SameSite=Lax")
 
 
 def test_secureWhenATrustedProxySaysHTTPS(world):
@@ -136,6 +154,98 @@ def test_theExpiryIsLogged(world):
     [event] = [e for e in events if e.get("event") == "session_expired"]
     assert event["uid"] == browser.cookie.decode()
     assert clock.getDelayedCalls() == []
+
+
+SEEDS = [b"/session/", b"/session/counter", b"/session/logme", b"/session/expire"]
+
+
+@pytest.mark.parametrize("path", SEEDS)
+def test_everyResponseOfASessionIsPrivateAndNotStored(world, path):
+    """
+    A response bound to one client's session must not be kept by a shared
+    cache: on the visit that makes the session and on the ones that find
+    it by its cookie.
+    """
+    browser = Browser(world[0])
+    first, _ = browser.get(path)
+    assert header(first, b"set-cookie")
+    assert header(first, b"cache-control") == [b"private, no-store"]
+    browser.get(b"/session/counter")
+    again, _ = browser.get(path)
+    assert header(again, b"set-cookie") == []
+    assert header(again, b"cache-control") == [b"private, no-store"]
+
+
+def test_aFullServiceRefusesANewSessionAndKeepsTheOnesItHas():
+    """
+    With C{max_sessions = 5}, five clients hold a session each; a sixth is
+    refused with 503 and a C{Retry-After} of the time until the least
+    recently visited session expires; the five go on counting; once that
+    session has expired, the sixth gets one.  Nothing is logged as a failure.
+    """
+    site, clock, registry = makeWorld(max_sessions=5)
+    five = [Browser(site) for _ in range(5)]
+    for browser in five:
+        assert browser.get(b"/session/counter")[1] == b"Visit #1 for you!"
+        clock.advance(10)
+    # t=50; visits at 0, 10, 20, 30, 40.  The first comes back at 50: the
+    # least recently visited is now the second, expiring at 10 + 60 = 70.
+    assert five[0].get(b"/session/counter")[1] == b"Visit #2 for you!"
+    clock.advance(5)
+    sixth = Browser(site)
+    with capturedLogs() as events:
+        head, body = sixth.get(b"/session/counter")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert header(head, b"retry-after") == [b"15"]
+    assert header(head, b"set-cookie") == []
+    assert b"as many sessions as it may" in body
+    assert not [e for e in events if "log_failure" in e]
+    assert registry.get_sample_value("sessions_refused_total") == 1
+    assert registry.get_sample_value("sessions_active") == 5
+    for visit, browser in enumerate(five):
+        assert browser.get(b"/session/counter")[1] == (b"Visit #3 for you!" if visit == 0 else b"Visit #2 for you!")
+    # Those visits refreshed every session: the next to expire is again the
+    # first, visited at 55, so at 115.
+    head, _ = Browser(site).get(b"/session/counter")
+    assert header(head, b"retry-after") == [b"60"]
+    clock.advance(60)
+    assert sixth.get(b"/session/counter")[1] == b"Visit #1 for you!"
+    assert registry.get_sample_value("sessions_active") == 1
+
+
+def test_aClientThatDropsItsCookiesCannotGrowTheStore():
+    """
+    A client that never sends its cookie back asks for a new session on
+    every request: beyond the bound each one is refused, and the number of
+    sessions held never exceeds it.
+    """
+    site, clock, registry = makeWorld(max_sessions=5)
+    statuses = []
+    for _ in range(100):
+        head, _ = Browser(site).get(b"/session/")
+        statuses.append(int(head.split(b" ")[1]))
+        assert registry.get_sample_value("sessions_active") <= 5
+        clock.advance(0.1)
+    assert statuses == [200] * 5 + [503] * 95
+    assert registry.get_sample_value("sessions_created_total") == 5
+    assert registry.get_sample_value("sessions_refused_total") == 95
+    assert len(site.sessions) == 5
+
+
+def test_theRefusalIsJSONForAClientThatAsks():
+    site, clock, registry = makeWorld(max_sessions=1)
+    Browser(site).get(b"/session/")
+    head, body = Browser(site).get(b"/session/", b"Accept: application/json\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert json.loads(body)["retry_after"] == 60
+
+
+def test_badSessionSettingsAreRefusedByName():
+    with pytest.raises(ConfigError, match=r"session\.trusted_proxies .*'10\.0\.0\.0/33'"):
+        Settings(trusted_proxies="127.0.0.1/32, 10.0.0.0/33")
+    document = {"session": {"max_sessions": 0}}
+    with pytest.raises(ConfigError, match="max_sessions"):
+        loadServiceSettings(app, document, {}, "stack.toml")
 
 
 @pytest.mark.integration

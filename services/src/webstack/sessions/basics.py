@@ -5,7 +5,7 @@ C{session.expire()}.
 
 Served at C{/session/} (your session id) and C{/session/expire}.  The same
 as the seed but for bytes; the session's cookie flags and its sliding expiry
-are the service's (L{webstack.sessions.request}).
+are the runtime's (L{webstack.runtime.sessions}).
 """
 
 from twisted.web.resource import Resource

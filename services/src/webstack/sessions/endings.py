@@ -4,39 +4,16 @@ Seed 004, "session endings": a C{Session} subclass with its own
 C{sessionTimeout}, set as the C{Site}'s C{sessionFactory}, and
 C{notifyOnExpire} to hear of each expiry.
 
-Served at C{/session/logme}.  The seed's timeout (5 s in its example) comes
-from C{session.timeout}; its C{print} is a log line; its class-level set of
-uids is the resource's own.  As the seed says, keep visiting to keep the
-session alive: current Twisted only refreshes a session looked up twice in
-one request, so the service refreshes it on every visit
-(L{webstack.sessions.request}).
+Served at C{/session/logme}.  The seed's C{ShortSession} (5 s in its
+example) is the runtime's, its timeout C{session.timeout}
+(L{webstack.runtime.sessions.SiteSessions}); its C{print} is a log line; its
+class-level set of uids is the resource's own.  As the seed says, keep
+visiting to keep the session alive: current Twisted only refreshes a session
+looked up twice in one request, so the runtime refreshes it on every visit.
 """
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Session
-
-
-class ShortSession(Session):
-    sessionTimeout = 5
-
-
-def shortSessionClass(timeout: float, created, expired):
-    """
-    The session class of this service: C{timeout} seconds without a visit,
-    and counted as it is made and as it expires.
-    """
-
-    class ConfiguredSession(ShortSession):
-        sessionTimeout = timeout
-
-        def __init__(self, site, uid, reactor=None):
-            super().__init__(site, uid, reactor)
-            created()
-            self.notifyOnExpire(expired)
-
-    ConfiguredSession.__name__ = ConfiguredSession.__qualname__ = "ShortSession"
-    return ConfiguredSession
 
 
 class ExpirationLogger(Resource):

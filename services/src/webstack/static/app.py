@@ -21,8 +21,14 @@ from twisted.web.resource import Resource
 from webstack.runtime.config import setting
 from webstack.runtime.files import SafeFile
 from webstack.runtime.plugin import App, AppContext
+from webstack.runtime.sessions import SiteSessions, trustedNetworks
 
 SECTION = "static"
+RPY_COOKIE_NAME = b"TWISTED_SESSION_RPY"
+"""
+The .rpy scripts' session cookie: not Twisted's C{TWISTED_SESSION}, which
+is the session service's, behind the same front.
+"""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,21 @@ class Settings:
         "public, max-age=300", help="Cache-Control of every file ('' for none)"
     )
     rpy_root: str = setting("rpy", help="the .rpy scripts served at /rpy/ ('' for none)")
+    rpy_session_timeout: float = setting(
+        60.0, minimum=1, maximum=86400, help="an .rpy session expires this long after its last visit (s)"
+    )
+    rpy_max_sessions: int = setting(
+        1000,
+        minimum=1,
+        maximum=10_000_000,
+        help=".rpy sessions held at once; when full, a new one is refused (503, Retry-After)",
+    )
+    rpy_trusted_proxies: str = setting(
+        "127.0.0.1/32,::1/128", help="peers whose X-Forwarded-Proto is believed (.rpy cookies)"
+    )
+
+    def __post_init__(self) -> None:
+        trustedNetworks(self.rpy_trusted_proxies, f"{SECTION}.rpy_trusted_proxies")
 
 
 def makeApp(context: AppContext) -> App:
@@ -46,6 +67,7 @@ def makeApp(context: AppContext) -> App:
     tree = Resource()
     tree.putChild(b"static", site)
     routes = ["/static/"]
+    configureSite = None
     if settings.rpy_root:
         # Learning only: .rpy files are Python run by the server.  Each is
         # re-executed on every request unless it calls cache() (see the
@@ -55,5 +77,23 @@ def makeApp(context: AppContext) -> App:
         scripts.processors = {".rpy": script.ResourceScript}
         tree.putChild(b"rpy", scripts)
         routes.append("/rpy/")
+        # The scripts' sessions (counter.rpy's) are bounded, short, and
+        # have a cookie of their own scoped to /rpy/, like the session
+        # service's: Twisted's defaults would keep any number for 900 s
+        # each under the session service's cookie name.
+        configureSite = SiteSessions(
+            registry=context.registry,
+            cookieName=RPY_COOKIE_NAME,
+            cookiePath=b"/rpy/",
+            timeout=settings.rpy_session_timeout,
+            maxSessions=settings.rpy_max_sessions,
+            trustedProxies=trustedNetworks(
+                settings.rpy_trusted_proxies, f"{SECTION}.rpy_trusted_proxies"
+            ),
+        ).install
     context.mountOps(tree)
-    return App(resource=tree, routes=[*routes, "/healthz", "/readyz", "/metrics"])
+    return App(
+        resource=tree,
+        routes=[*routes, "/healthz", "/readyz", "/metrics"],
+        configureSite=configureSite,
+    )
