@@ -48,7 +48,7 @@ def world():
         "WEBSTACK_FRONT_ROUTES_STATIC_UPSTREAM": f"127.0.0.1:{slow.port}",
         "WEBSTACK_FRONT_ROUTES_STATIC_TIMEOUT": "0.5",
         "WEBSTACK_FRONT_HEAD_TIMEOUT": "1",
-        "WEBSTACK_FRONT_MAX_BODY_BYTES": "65536",
+        "WEBSTACK_FRONT_ROUTES_CGI_MAX_BODY_BYTES": "65536",
         "WEBSTACK_FRONT_EJECT_SECONDS": "60",
         # One probe round, at start-up: no probe races the tests below.
         "WEBSTACK_FRONT_HEALTH_INTERVAL": "3600",

@@ -58,6 +58,37 @@ def unsafePath(path: bytes) -> bool:
     return False
 
 
+_NEVER_FORWARDED = frozenset({b"TRACE", b"CONNECT"})
+"""
+Methods the front answers itself, with 405: C{TRACE} echoes the request,
+cookies and credentials included, back to whatever script sent it (cross-site
+tracing); C{CONNECT} would make the front a tunnel.  No service serves
+either, so none is asked.
+"""
+_ALLOWED = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
+
+def bodyLimits(routes, default: int):
+    """
+    A function of a request path giving the largest request body the front
+    accepts for it: its route's C{max_body_bytes} (longest prefix first),
+    else C{default}, the front's own.
+    """
+    table = sorted(
+        ((route.prefix.encode("ascii"), route.max_body_bytes) for route in routes),
+        key=lambda pair: len(pair[0]),
+        reverse=True,
+    )
+
+    def limitFor(path: bytes) -> int:
+        for prefix, limit in table:
+            if path.startswith(prefix):
+                return limit
+        return default
+
+    return limitFor
+
+
 class FrontRoot(Resource):
     """
     Dispatch on the whole path: a route's prefix (longest first), C{/-/}
@@ -78,6 +109,12 @@ class FrontRoot(Resource):
             )
         if unsafePath(path):
             return _Refusal(400, "The path has a dot segment, a backslash or a NUL byte.")
+        if request.method in _NEVER_FORWARDED:
+            return _Refusal(
+                405,
+                f"The front answers no {request.method.decode('ascii')} request.",
+                allow=_ALLOWED,
+            )
         for prefix, proxy in self._proxies:
             if path.startswith(prefix) or path == prefix[:-1]:
                 return proxy
@@ -91,12 +128,15 @@ class FrontRoot(Resource):
 class _Refusal(Resource):
     isLeaf = True
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, allow: bytes | None = None) -> None:
         super().__init__()
         self._status = status
         self._detail = detail
+        self._allow = allow
 
     def render(self, request):
+        if self._allow is not None:
+            request.setHeader(b"allow", self._allow)
         return errorBody(request, self._status, self._detail)
 
 
@@ -156,6 +196,9 @@ def makeApp(context: AppContext) -> App:
     def closePool():
         pool.closeIdle()
 
+    def configureSite(site) -> None:
+        site.bodyLimit = bodyLimits(settings.routes, context.runtime.max_body_bytes)
+
     return App(
         resource=FrontRoot(
             proxies,
@@ -177,4 +220,5 @@ def makeApp(context: AppContext) -> App:
             ),
         ],
         stopHooks=[closePool],
+        configureSite=configureSite,
     )

@@ -4,8 +4,13 @@ Which headers cross the front, in each direction.
 
 Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, not the
 message, so they are dropped both ways, together with any header that a
-C{Connection} header names.  Repeated headers (several C{Set-Cookie}) are kept
-as they are, in order.
+C{Connection} header names (except those the front sets itself).  Repeated
+headers (several C{Set-Cookie}) are kept as they are, in order.
+
+What names the client is the front's to say: a client's C{X-Forwarded-*},
+C{Forwarded} and C{X-Real-IP} are replaced or dropped (kept only from a
+trusted proxy), and so is any header that is one of those with C{_} for
+C{-}, which CGI and WSGI would otherwise read as the same variable.
 """
 
 from __future__ import annotations
@@ -31,7 +36,17 @@ HOP_BY_HOP = frozenset(
 # whole body (and sent any 100 Continue), and it sets the body's length anew.
 _REQUEST_ONLY = frozenset({b"expect", b"content-length"})
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
-_REQUEST_SKIP = HOP_BY_HOP | _REQUEST_ONLY | _FORWARDED
+# Other ways of naming the client that a backend (or its framework) may
+# believe: only a trusted proxy's are passed on.
+_CLIENT_CLAIMS = frozenset({b"forwarded", b"x-real-ip"})
+_REQUEST_SKIP = HOP_BY_HOP | _REQUEST_ONLY | _FORWARDED | _CLIENT_CLAIMS
+_TRUSTED_SKIP = HOP_BY_HOP | _REQUEST_ONLY | _FORWARDED
+# Headers the front itself sets (the runtime sets X-Request-Id): never
+# removed because a client's Connection names them, and no client header
+# that a CGI or WSGI gateway would map to the same variable (X_Forwarded_For
+# and X-Forwarded-For are both HTTP_X_FORWARDED_FOR) is passed on.
+_FRONT_SET = _FORWARDED | _CLIENT_CLAIMS | {b"x-request-id"}
+_KEPT_WHATEVER_CONNECTION_SAYS = frozenset({b"host", b"x-request-id"})
 
 
 def _connectionTokens(headers: Headers) -> set[bytes]:
@@ -73,13 +88,17 @@ def upstreamRequestHead(
         forwardedFor = client
         forwardedHost = host
 
-    skip = _REQUEST_SKIP
+    skip = _TRUSTED_SKIP if trustForwarded else _REQUEST_SKIP
     if headers.hasHeader(b"connection"):
-        # Host is the message's own, whatever a client's Connection names.
-        skip = skip | (_connectionTokens(headers) - {b"host"})
+        # Host and the request id are the message's own, whatever a
+        # client's Connection names.
+        skip = skip | (_connectionTokens(headers) - _KEPT_WHATEVER_CONNECTION_SAYS)
     lines = [b"%s %s HTTP/1.1\r\n" % (request.method, request.uri)]
     for name, values in headers.getAllRawHeaders():
-        if name.lower() in skip:
+        lower = name.lower()
+        if lower in skip:
+            continue
+        if b"_" in lower and lower.replace(b"_", b"-") in _FRONT_SET:
             continue
         for value in values:
             lines.append(b"%s: %s\r\n" % (name, value))

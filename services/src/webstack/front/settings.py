@@ -68,6 +68,15 @@ class RouteSettings:
         False,
         help="keep each client on one replica, named by the front's routing cookie",
     )
+    service: str = setting(
+        "", help="the stack.toml table of the service behind it ('': the route's name)"
+    )
+    max_body_bytes: int = setting(
+        0,
+        minimum=0,
+        maximum=1 << 30,
+        help="largest request body forwarded (0: the service's own max_body_bytes)",
+    )
     name: str = ""
 
     def targets(self) -> list[tuple[str, int]]:
@@ -249,6 +258,10 @@ def loadSettings(
             )
         prefixes[route.prefix] = name
         route.targets()
+        if not route.max_body_bytes:
+            route = dataclasses.replace(
+                route, max_body_bytes=_serviceBodyLimit(document, environ, route, source)
+            )
         routes.append(route)
     if "routes" in front and routes == []:
         raise ConfigError(f"{source}: front.routes has no route")
@@ -259,6 +272,31 @@ def loadSettings(
         key = readRouteKey(settings, configDir, source)
         settings = dataclasses.replace(settings, routeKey=key)
     return settings
+
+
+def _serviceBodyLimit(
+    document: Mapping[str, Any],
+    environ: Mapping[str, str],
+    route: RouteSettings,
+    source: str,
+) -> int:
+    """
+    The C{max_body_bytes} of the service behind C{route}, as that service
+    reads it (C{[runtime]}, then its own table, then the environment): the
+    front refuses a larger body itself with 413, rather than reading up to
+    its own limit only for the service to refuse it.
+    """
+    service = route.service or route.name
+    runtime = buildSettings(
+        RuntimeSettings,
+        [
+            Layer(("runtime",), table(document, "runtime"), source),
+            Layer((service,), table(document, service), source),
+        ],
+        environ,
+        foreignKeys=set(table(document, service)),
+    )
+    return runtime.max_body_bytes
 
 
 def _refuseStickyCookie(

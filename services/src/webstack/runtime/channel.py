@@ -12,8 +12,17 @@ it answers an oversized head with a bare C{400}.  This channel adds:
     (C{408});
   - C{431} for a head larger than C{totalHeadersSize} or with more than
     C{maxHeaders} fields, instead of a bare C{400};
-  - C{413} for a body larger than C{maxBodyBytes}: at once from its
-    C{Content-Length}, or as soon as a chunked body grows past the limit.
+  - C{413} for a body larger than the limit (C{maxBodyBytes}, or what the
+    factory's C{bodyLimit} says for the request's path): at once from its
+    C{Content-Length}, or as soon as a chunked body grows past the limit;
+  - a deadline for a response the client does not read: Twisted suspends
+    the idle timeout while a request is handled, so a client that asks for
+    a large response and never reads holds the connection, and whatever
+    feeds it (an open file, an upstream connection), forever.  Once the
+    client's socket buffer is full, the transport pauses this channel; if
+    it is not resumed within C{writeTimeout} seconds (the client took
+    nothing for that long), the connection is aborted, which stops the
+    response's producer and releases all it holds (nginx's C{send_timeout}).
 
 Each refusal is a small C{text/plain} response with C{Connection: close},
 reported to the factory's C{requestRefused} (for metrics and the log), and the
@@ -50,13 +59,17 @@ class LimitedHTTPChannel(http.HTTPChannel):
 
     headTimeout: float | None = 10.0
     bodyTimeout: float | None = 60.0
+    writeTimeout: float | None = 60.0
     maxBodyBytes: int = 1 << 20
+    bodyLimit = None  # or a function of the request path: its body limit
     closeAfterResponse = False
 
     _phase = "head"  # "head" -> "body" -> "handling" -> "head" ...
     _deadline = None
+    _writeDeadline = None
     _refused = False
     _bodyBytes = 0
+    _bodyLimit = 1 << 20
 
     def connectionMade(self):
         super().connectionMade()
@@ -84,6 +97,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._cancelDeadline()
+        self._cancelWriteDeadline()
         super().connectionLost(reason)
         closed = getattr(self.factory, "channelClosed", None)
         if closed is not None:
@@ -133,7 +147,11 @@ class LimitedHTTPChannel(http.HTTPChannel):
     def allHeadersReceived(self):
         if self._deadline is not None:
             self._cancelDeadline()
-        if self.length is not None and self.length > self.maxBodyBytes:
+        limit = self.maxBodyBytes
+        if self.bodyLimit is not None:
+            limit = self.bodyLimit(self._path)
+        self._bodyLimit = limit
+        if self.length is not None and self.length > limit:
             self._bodyTooLarge()
             return
         _HTTPChannel.allHeadersReceived(self)
@@ -155,7 +173,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
             if self._refused:
                 return
             self._bodyBytes += len(data)
-            if self._bodyBytes > self.maxBodyBytes:
+            if self._bodyBytes > self._bodyLimit:
                 self._bodyTooLarge()
                 return
             deliver(data)
@@ -166,7 +184,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         self.refuse(
             413,
             "body_too_large",
-            f"request body is larger than {self.maxBodyBytes} bytes",
+            f"request body is larger than {self._bodyLimit} bytes",
         )
 
     def rawDataReceived(self, data):
@@ -205,6 +223,34 @@ class LimitedHTTPChannel(http.HTTPChannel):
     def requestDone(self, request):
         self._phase = "head"
         _HTTPChannel.requestDone(self, request)
+
+    # The response: a client that reads nothing.
+
+    def pauseProducing(self):
+        # Called by the transport: the client's socket buffer is full.
+        _HTTPChannel.pauseProducing(self)
+        if self._writeDeadline is None and self.writeTimeout:
+            self._writeDeadline = self.callLater(self.writeTimeout, self._writeStalled)
+
+    def resumeProducing(self):
+        # The client took some of it: the deadline starts again next time.
+        self._cancelWriteDeadline()
+        _HTTPChannel.resumeProducing(self)
+
+    def _cancelWriteDeadline(self):
+        if self._writeDeadline is not None:
+            if self._writeDeadline.active():
+                self._writeDeadline.cancel()
+            self._writeDeadline = None
+
+    def _writeStalled(self):
+        self._writeDeadline = None
+        if self.transport is None:
+            return
+        stalled = getattr(self.factory, "responseStalled", None)
+        if stalled is not None:
+            stalled(self, self.writeTimeout)
+        self.transport.abortConnection()
 
     # Deadlines and refusals.
 

@@ -28,6 +28,21 @@ The status label of a request whose client went away before its response was
 complete (nginx's convention; no such status is ever sent).
 """
 
+LABELLED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+"""
+The methods that are their own label; any other is C{"other"}.  A method is
+any token a client likes, and each label set is kept for the life of the
+process: 300 made-up methods would be 300 series in every scrape.
+"""
+
+
+def methodLabel(method: str) -> str:
+    """
+    C{method} as a metric label: itself if it is one of L{LABELLED_METHODS},
+    else C{"other"}.
+    """
+    return method if method in LABELLED_METHODS else "other"
+
 
 def adder(metric) -> Callable[[float], None]:
     """
@@ -77,8 +92,8 @@ class HTTPMetrics:
         self.registry = registry
         self.requests = Counter(
             "http_requests_total",
-            "HTTP requests answered, by route, method and status"
-            " (499: the client went away first).",
+            "HTTP requests answered, by route, method (GET HEAD POST PUT DELETE"
+            " OPTIONS PATCH or other) and status (499: the client went away first).",
             ["route", "method", "status"],
             registry=registry,
         )
@@ -110,6 +125,17 @@ class HTTPMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.connectionsRefused = Counter(
+            "http_connections_refused_total",
+            "Connections closed as soon as accepted: max_connections were open.",
+            registry=registry,
+        )
+        self.writeTimeouts = Counter(
+            "http_write_timeouts_total",
+            "Connections aborted because the client read nothing of a response"
+            " for write_timeout seconds.",
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], tuple] = {}
         self._inFlight = adder(self.inFlight)
 
@@ -125,6 +151,8 @@ class HTTPMetrics:
         looked up once per label set (C{labels()} on every request would cost
         more than the counting) and added to directly (see L{adder}).
         """
+        if method not in LABELLED_METHODS:
+            method = "other"
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:

@@ -98,6 +98,9 @@ class App:
         Deferred.
     @ivar configureSite: called with the L{WebSite} once it is made, for a
         service that needs its own session factory or request class.
+    @ivar parseForms: whether a urlencoded or multipart POST body is parsed
+        into C{request.args} (Twisted's default); off unless a resource of
+        the service reads form fields.
     """
 
     resource: IResource
@@ -105,6 +108,7 @@ class App:
     children: Sequence[IService] = ()
     stopHooks: Sequence[Callable[[], Any]] = field(default_factory=list)
     configureSite: Callable[[WebSite], None] | None = None
+    parseForms: bool = False
 
 
 def _fieldNames(cls: type) -> set[str]:
@@ -186,6 +190,9 @@ def buildService(
         maxHeaderBytes=runtime.max_header_bytes,
         maxHeaders=runtime.max_headers,
         maxBodyBytes=runtime.max_body_bytes,
+        writeTimeout=runtime.write_timeout,
+        maxConnections=runtime.max_connections,
+        parseForms=app.parseForms,
     )
     if app.configureSite is not None:
         app.configureSite(site)

@@ -55,6 +55,18 @@ class RuntimeSettings:
     max_body_bytes: int = setting(
         1 << 20, minimum=0, maximum=1 << 30, help="largest request body (bytes)"
     )
+    write_timeout: float = setting(
+        60.0,
+        minimum=0,
+        maximum=3600,
+        help="abort a response the client reads nothing of this long (s; 0: never)",
+    )
+    max_connections: int = setting(
+        10000,
+        minimum=1,
+        maximum=1000000,
+        help="client connections open at once; more are closed as accepted",
+    )
     drain_timeout: float = setting(
         10.0, minimum=0, maximum=600, help="on SIGTERM, wait this long for requests (s)"
     )

@@ -138,6 +138,17 @@ class ObservedRequest(server.Request):
             self.observe(aborted=True)
         super().connectionLost(reason)
 
+    def render(self, resource):
+        # Twisted answers 501 to a method outside GET, HEAD and POST that a
+        # resource cannot render; the client chose that method, so it gets
+        # 405 with Allow (webstack.runtime.methods).  Only those methods pay
+        # for the guard.
+        if self.method not in server.supportedMethods:
+            from .methods import MethodGuard
+
+            resource = MethodGuard(resource)
+        super().render(resource)
+
     def finish(self):
         # Finished without a byte written (an empty 500 from WSGIResource, a
         # redirect with no body): Twisted would send an empty chunked body;
@@ -284,26 +295,56 @@ class WebSite(server.Site):
         maxHeaderBytes: int = 16384,
         maxHeaders: int = 100,
         maxBodyBytes: int = 1 << 20,
+        writeTimeout: float | None = 60.0,
+        maxConnections: int | None = None,
+        parseForms: bool = False,
     ) -> None:
-        super().__init__(resource, timeout=idleTimeout, reactor=reactor)
+        # Twisted parses every urlencoded or multipart POST body into
+        # request.args before a resource is even found, so a 9 MB form to a
+        # path that does not exist costs seconds of the one reactor thread.
+        # No resource here reads form fields; a service that does says so
+        # (App.parseForms).
+        super().__init__(
+            resource,
+            timeout=idleTimeout,
+            reactor=reactor,
+            parsePOSTFormSubmission=parseForms,
+        )
         self.metrics = metrics
         self.routeLabeler = routeLabeler
         self.headTimeout = headTimeout
         self.bodyTimeout = bodyTimeout
+        self.writeTimeout = writeTimeout
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaders = maxHeaders
         self.maxBodyBytes = maxBodyBytes
+        self.maxConnections = maxConnections
+        self.bodyLimit = None
+        """
+        L{None}, or a function of a request's path giving the largest body
+        accepted for it (the front's routes each have their service's).
+        """
         self.channels: set[LimitedHTTPChannel] = set()
         self._emptied: list[Deferred[None]] = []
 
     def buildProtocol(self, addr):
+        if self.maxConnections is not None and len(self.channels) >= self.maxConnections:
+            # Closed as soon as accepted (Twisted's port does that with
+            # None): each open connection costs a descriptor, memory and,
+            # through the front, a second descriptor upstream; past this
+            # many, refusing one is better than failing every one for
+            # want of descriptors.
+            self.metrics.connectionsRefused.inc()
+            return None
         channel = super().buildProtocol(addr)
         channel.headTimeout = self.headTimeout
         channel.bodyTimeout = self.bodyTimeout
+        channel.writeTimeout = self.writeTimeout
         channel.totalHeadersSize = self.maxHeaderBytes
         channel.MAX_LENGTH = self.maxHeaderBytes
         channel.maxHeaders = self.maxHeaders
         channel.maxBodyBytes = self.maxBodyBytes
+        channel.bodyLimit = self.bodyLimit
         return channel
 
     # HTTPFactory keeps a once-a-second timer for its Combined Log Format
@@ -344,6 +385,16 @@ class WebSite(server.Site):
             status=status,
             reason=reason,
             message=message,
+            client=getattr(peer, "host", "-"),
+        )
+
+    def responseStalled(self, channel, seconds: float) -> None:
+        self.metrics.writeTimeouts.inc()
+        peer = channel.transport.getPeer()
+        accessLog.info(
+            "response aborted: the client read nothing for {seconds:g} s",
+            event="write_timeout",
+            seconds=seconds,
             client=getattr(peer, "host", "-"),
         )
 
