@@ -579,3 +579,22 @@ def test_aReplicaThatDoesNotAcceptBeforeTheRouteTimeoutIsStillEjected():
     assert response(transport).startswith(b"HTTP/1.1 504")
     world.refuse(ConnectTimeoutError())
     assert [r for r in world.replicas.replicas if r.lastError]
+
+
+def test_aFailureWhileStartingAnExchangeGivesItsSlotBack():
+    """
+    Issue 9, attack 2: whatever fails before a byte is sent (here the pool,
+    out of descriptors) answers 502 and leaves the replica's in-flight count
+    where it was, so least-in-flight balancing does not skew.
+    """
+    world = World()
+
+    def acquire(host, port, exchange):
+        raise OSError(24, "Too many open files")
+
+    world.pool.acquire = acquire
+    channel, transport = world.client(GET)
+    out = response(transport)
+    assert out.startswith(b"HTTP/1.1 502 ")
+    assert world.replicas.replicas[0].inFlight == 0
+    assert world.outcome("error") == 1

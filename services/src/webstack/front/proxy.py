@@ -41,7 +41,7 @@ from webstack.runtime.errors import errorBody, renderError
 
 from .client import UpstreamConnection, UpstreamPool
 from .deadlines import Deadlines
-from .failures import DETAIL, TIMEOUT, UpstreamFailure, classify, describeFailure
+from .failures import DETAIL, ERROR, TIMEOUT, UpstreamFailure, classify, describeFailure
 from .headers import responseHeaders, upstreamRequestHead
 from .metrics import ProxyMetrics
 from .settings import RouteSettings
@@ -176,7 +176,13 @@ class Exchange:
             self._waiting = True
             self._sentAt = proxy.reactor.seconds()
             proxy.deadlines.add(self)
-        proxy.pool.acquire(replica.host, replica.port, self)
+        try:
+            proxy.pool.acquire(replica.host, replica.port, self)
+        except Exception as e:
+            # Nothing was sent (no descriptor left, say): the replica's
+            # slot is given back and the client answered, as for any
+            # upstream failure, so its in-flight count never drifts.
+            self._failed(ERROR, f"{type(e).__name__}: {e}")
 
     def _choose(self) -> Replica | None:
         replicas = self.proxy.replicas
