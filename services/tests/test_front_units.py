@@ -18,7 +18,8 @@ from webstack.front.app import unsafePath
 from webstack.front.deadlines import Deadlines
 from webstack.front.failures import classify, connectFailureKind
 from webstack.front.headers import responseHeaders, upstreamRequestHead
-from webstack.front.upstreams import ReplicaSet
+from webstack.front.affinity import RouteCookie
+from webstack.front.upstreams import ReplicaChooser, ReplicaSet
 
 from .support import dummyRequest
 
@@ -358,3 +359,41 @@ def test_anExpiryThatRaisesDoesNotStrandTheOthers():
     queue.add("b")
     clock.advance(2.0)
     assert expired == ["a", "b"]
+
+
+class _Request(DummyRequest):
+    def isSecure(self):
+        return False
+
+
+def _chooser(sticky: bool):
+    replicas = ReplicaSet("session", [("10.0.0.1", 80), ("10.0.0.2", 80)], Clock(), 5.0)
+    cookie = RouteCookie(b"k" * 32, "/session/") if sticky else None
+    return replicas, ReplicaChooser(replicas, cookie)
+
+
+def test_aChooserWithoutCookieBalancesAndSetsNone():
+    replicas, chooser = _chooser(sticky=False)
+    request = _Request([b""])
+    request.requestHeaders.setRawHeaders(b"cookie", [b"WEBSTACK_ROUTE=x; a=1"])
+    assert chooser.takeCookies(request.requestHeaders) == ()
+    assert request.requestHeaders.getRawHeaders(b"cookie") == [b"WEBSTACK_ROUTE=x; a=1"]
+    replica, setCookie = chooser.choose(request, (), [])
+    assert replica in replicas.replicas and setCookie is None
+
+
+def test_aStickyChooserFollowsTheCookieAndTakesItOut():
+    replicas, chooser = _chooser(sticky=True)
+    second = replicas.replicas[1]
+    request = _Request([b""])
+    replica, setCookie = chooser.choose(request, (), [])
+    assert setCookie is not None and setCookie.startswith(b"WEBSTACK_ROUTE=")
+    token = chooser.cookie.token(second.address)
+    request.requestHeaders.setRawHeaders(b"cookie", [b"a=1; WEBSTACK_ROUTE=" + token])
+    cookies = chooser.takeCookies(request.requestHeaders)
+    assert request.requestHeaders.getRawHeaders(b"cookie") == [b"a=1"]
+    for _ in range(4):
+        assert chooser.choose(request, cookies, []) == (second, None)
+    # The replica it names has been tried: another, and a new cookie.
+    replica, setCookie = chooser.choose(request, cookies, [second])
+    assert replica is replicas.replicas[0] and setCookie is not None

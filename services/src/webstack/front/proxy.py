@@ -45,7 +45,7 @@ from .failures import DETAIL, ERROR, TIMEOUT, UpstreamFailure, classify, describ
 from .headers import responseHeaders, upstreamRequestHead
 from .metrics import ProxyMetrics
 from .settings import RouteSettings
-from .upstreams import Replica, ReplicaSet
+from .upstreams import Replica, ReplicaChooser, ReplicaSet
 
 log = Logger(namespace="webstack.front.proxy")
 
@@ -81,6 +81,7 @@ class RouteProxy(Resource):
         self.metrics = metrics
         self.trustForwarded = trustForwarded
         self.routeCookie = routeCookie
+        self.chooser = ReplicaChooser(replicas, routeCookie, trustForwarded)
         self.deadlines = Deadlines(reactor, route.timeout, Exchange.timedOut)
 
     def render(self, request):
@@ -135,16 +136,7 @@ class Exchange:
             request.content.seek(0)
             body = request.content.read()
         self.body = body
-        self._cookies = ()
-        if proxy.routeCookie is not None and incoming.hasHeader(b"cookie"):
-            # The routing cookie is the front's business (HAProxy's
-            # "indirect"): the service is not sent it.
-            self._cookies = incoming.getRawHeaders(b"cookie")
-            kept = proxy.routeCookie.strip(self._cookies)
-            if kept:
-                incoming.setRawHeaders(b"cookie", kept)
-            else:
-                incoming.removeHeader(b"cookie")
+        self._cookies = proxy.chooser.takeCookies(incoming)
         self.head = upstreamRequestHead(
             request, proxy.trustForwarded, None if body is None else len(body)
         )
@@ -164,14 +156,16 @@ class Exchange:
     # Choosing a replica and sending.
 
     def start(self) -> None:
-        replica = self._choose()
+        proxy = self.proxy
+        replica, self._cookieToSet = proxy.chooser.choose(
+            self.request, self._cookies, self.tried
+        )
         if replica is None:
             self._noReplica()
             return
         self.tried.append(replica)
         self.replica = replica
         replica.inFlight += 1
-        proxy = self.proxy
         if not self._waiting:
             self._waiting = True
             self._sentAt = proxy.reactor.seconds()
@@ -183,36 +177,6 @@ class Exchange:
             # slot is given back and the client answered, as for any
             # upstream failure, so its in-flight count never drifts.
             self._failed(ERROR, f"{type(e).__name__}: {e}")
-
-    def _choose(self) -> Replica | None:
-        replicas = self.proxy.replicas
-        cookie = self.proxy.routeCookie
-        if cookie is None:
-            return replicas.pick(exclude=self.tried)
-        cookies = self._cookies
-        replica = None
-        if cookies:
-            replica = cookie.choose(cookies, replicas.availableReplicas(self.tried))
-        if replica is None:
-            replica = replicas.pick(exclude=self.tried)
-        if replica is not None and cookie.needsSetting(cookies, replica.address):
-            self._cookieToSet = cookie.setCookie(replica.address, self._secure())
-        else:
-            self._cookieToSet = None
-        return replica
-
-    def _secure(self) -> bool:
-        """
-        Whether the client came over HTTPS (as a trusted proxy in front
-        says, when there is one): the routing cookie is then C{Secure}.
-        """
-        request = self.request
-        if request.isSecure():
-            return True
-        if self.proxy.trustForwarded:
-            proto = request.requestHeaders.getRawHeaders(b"x-forwarded-proto", [b""])
-            return proto[0].strip().lower() == b"https"
-        return False
 
     def _noReplica(self) -> None:
         self._stopTimer()

@@ -218,3 +218,71 @@ class ReplicaSet:
             "replicas": replicas,
             "available": sum(1 for r in replicas if r["available"]),
         }
+
+
+class ReplicaChooser:
+    """
+    Which replica of one route serves a request: the least busy available
+    one (L{ReplicaSet.pick}), or, on a sticky route, the one the client's
+    routing cookie names (L{webstack.front.affinity.RouteCookie}) while it
+    is available, with the C{Set-Cookie} that sends the client back to the
+    one chosen.
+
+    @ivar replicas: the route's L{ReplicaSet}.
+    @ivar cookie: the route's L{RouteCookie}, or L{None} if it is not sticky.
+    """
+
+    def __init__(self, replicas: ReplicaSet, cookie=None, trustForwarded: bool = False) -> None:
+        self.replicas = replicas
+        self.cookie = cookie
+        self._trustForwarded = trustForwarded
+
+    def takeCookies(self, headers) -> tuple[bytes, ...]:
+        """
+        Take the routing cookie out of a request's headers (the service is
+        not sent it: HAProxy's C{indirect}) and return the C{Cookie}
+        headers as the client sent them, for L{choose}.
+        """
+        if self.cookie is None or not headers.hasHeader(b"cookie"):
+            return ()
+        sent = tuple(headers.getRawHeaders(b"cookie"))
+        kept = self.cookie.strip(sent)
+        if kept:
+            headers.setRawHeaders(b"cookie", kept)
+        else:
+            headers.removeHeader(b"cookie")
+        return sent
+
+    def choose(
+        self, request, cookies: tuple[bytes, ...], tried: Sequence[Replica]
+    ) -> tuple[Replica | None, bytes | None]:
+        """
+        The replica for C{request}, none of C{tried}, and the C{Set-Cookie}
+        value its response must carry (L{None}: none).
+
+        @param cookies: what L{takeCookies} returned for C{request}.
+        @return: C{(None, None)} when no replica is available.
+        """
+        cookie = self.cookie
+        if cookie is None:
+            return self.replicas.pick(exclude=tried), None
+        replica = None
+        if cookies:
+            replica = cookie.choose(cookies, self.replicas.availableReplicas(tried))
+        if replica is None:
+            replica = self.replicas.pick(exclude=tried)
+        if replica is None or not cookie.needsSetting(cookies, replica.address):
+            return replica, None
+        return replica, cookie.setCookie(replica.address, self._reachedOverHTTPS(request))
+
+    def _reachedOverHTTPS(self, request) -> bool:
+        """
+        Whether the client came over HTTPS (as a trusted proxy in front
+        says, when there is one): the routing cookie is then C{Secure}.
+        """
+        if request.isSecure():
+            return True
+        if self._trustForwarded:
+            proto = request.requestHeaders.getRawHeaders(b"x-forwarded-proto", [b""])
+            return proto[0].strip().lower() == b"https"
+        return False
