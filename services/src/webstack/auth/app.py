@@ -12,29 +12,31 @@ What changed from the seed, and why:
   - Digest works through the front and on several replicas
     (L{webstack.auth.digest});
   - repeated failures for a user name or a client address get 429 for a
-    while (L{webstack.auth.throttle}).
+    while (L{webstack.auth.throttle}), judged from each login's own outcome
+    (L{webstack.auth.login});
+  - bcrypt runs on a pool of its own with a bounded queue (503 beyond it,
+    L{webstack.auth.checkpool}), and a Basic login that passed is
+    remembered for C{cache_seconds} (L{webstack.auth.cache}).
 """
 
 from __future__ import annotations
 
-import base64
-import math
 import os
-import re
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 from twisted.cred.portal import Portal
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import Resource
 
 from webstack.runtime.config import setting
-from webstack.runtime.errors import errorBody
 from webstack.runtime.plugin import App, AppContext
 
+from .cache import VerifiedCredentials
+from .checkpool import CheckPoolCollector, ThreadPoolService, checkPool
 from .digest import SharedDigestCredentialFactory, TrustedProxies
+from .login import SCHEMES, Judge, ObservedLogin, schemeLabel
 from .passwords import HtdigestChecker, HtpasswdChecker
 from .realm import PublicHTMLRealm
 from .throttle import FailureThrottle
@@ -57,95 +59,70 @@ class Settings:
     max_failures: int = setting(5, minimum=1, maximum=1000)
     failure_window: float = setting(60.0, minimum=1, maximum=86400)
     lockout_seconds: float = setting(30.0, minimum=1, maximum=86400)
-
-
-def claimedUser(request) -> tuple[str, str] | None:
-    """
-    The scheme and user name an C{Authorization} header claims, unchecked.
-    """
-    header = request.getHeader(b"authorization")
-    if not header:
-        return None
-    scheme, _, rest = header.partition(b" ")
-    scheme = scheme.lower()
-    user = b""
-    if scheme == b"basic":
-        try:
-            user = base64.b64decode(rest.strip(), validate=True).split(b":", 1)[0]
-        except ValueError:
-            pass
-    elif scheme == b"digest":
-        match = re.search(rb'username="([^"]*)"', rest)
-        user = match.group(1) if match else b""
-    return scheme.decode("ascii", "replace"), user.decode("utf-8", "replace")[:128]
+    check_threads: int = setting(
+        2, minimum=1, maximum=64, help="threads checking bcrypt passwords (about one per CPU)"
+    )
+    check_queue: int = setting(
+        32, minimum=0, maximum=10000, help="password checks that may wait for a thread; more get 503"
+    )
+    cache_seconds: float = setting(
+        60.0, minimum=0, maximum=3600, help="a Basic login that passed is not checked again this long (0: off)"
+    )
+    cache_entries: int = setting(
+        1024, minimum=1, maximum=1_000_000, help="most Basic logins remembered (least recently used go first)"
+    )
 
 
 class ThrottledGuard(Resource):
     """
-    The guard, behind a throttle: refuse (429) a user name or address that
-    failed too often, and count each attempt's outcome when its response is
-    finished.
+    The guard, behind a throttle: refuse (429) an address that failed too
+    often; otherwise hand the request to Twisted's guard with an
+    L{ObservedLogin} as its portal, which refuses a user name that failed
+    too often and judges each check by its own outcome.
     """
 
-    def __init__(self, wrapper, throttle: FailureThrottle, proxies: TrustedProxies, metrics) -> None:
+    def __init__(self, portal: Portal, factories, judge: Judge, proxies: TrustedProxies) -> None:
         super().__init__()
-        self._wrapper = wrapper
-        self._throttle = throttle
+        self._portal = portal
+        self._factories = factories
+        self._judge = judge
         self._proxies = proxies
-        self._metrics = metrics
+        self._anonymous = HTTPAuthSessionWrapper(portal, factories)
 
     def getChildWithDefault(self, path, request):
-        refusal = self._screen(request)
-        if refusal is not None:
-            return refusal
-        return self._wrapper.getChildWithDefault(path, request)
+        return self._guarded(request, lambda guard: guard.getChildWithDefault(path, request))
 
     def render(self, request):
-        refusal = self._screen(request)
-        if refusal is not None:
-            return refusal.render(request)
-        return self._wrapper.render(request)
+        return self._guarded(request, lambda guard: guard.render(request))
 
-    def _screen(self, request):
-        claim = claimedUser(request)
+    def _guarded(self, request, through):
         address = "address:" + self._proxies.clientHost(request)
-        keys = [address] + ([f"user:{claim[1]}"] if claim and claim[1] else [])
-        wait = self._throttle.retryAfter(*keys)
-        if wait:
-            self._metrics["throttled"].inc()
-            return _TooManyAttempts(math.ceil(wait))
-        if claim is not None:
-            request.notifyFinish().addBoth(self._judge, request, claim[0], keys)
-        return None
-
-    def _judge(self, result, request, scheme, keys):
-        if request.code == 401:
-            self._metrics["attempts"].labels(scheme, "failed").inc()
-            for key in keys:
-                if self._throttle.failed(key):
-                    self._metrics["lockouts"].inc()
-                    log.warn("auth: {key} locked out after repeated failures", event="lockout", key=key)
-        else:
-            self._metrics["attempts"].labels(scheme, "ok").inc()
-            for key in keys:
-                self._throttle.succeeded(key)
+        refusal = self._judge.lockedOut(address)
+        if refusal is not None:
+            return through(_Refusal(refusal))
+        header = request.getHeader(b"authorization")
+        if not header:
+            return through(self._anonymous)
+        login = ObservedLogin(self._portal, self._judge, request, address, schemeLabel(header))
+        result = through(HTTPAuthSessionWrapper(login, self._factories))
+        if not login.consulted:
+            login.undecoded()
+        return result
 
 
-class _TooManyAttempts(Resource):
-    isLeaf = True
+class _Refusal:
+    """
+    A refusal in the guard's place: the same answer for a path or the root.
+    """
 
-    def __init__(self, seconds: int) -> None:
-        super().__init__()
-        self._seconds = seconds
+    def __init__(self, resource: Resource) -> None:
+        self._resource = resource
+
+    def getChildWithDefault(self, path, request):
+        return self._resource
 
     def render(self, request):
-        request.setHeader(b"retry-after", b"%d" % (self._seconds,))
-        return errorBody(
-            request,
-            429,
-            f"Too many failed logins; try again in {self._seconds} s.",
-            retry_after=self._seconds,
-        )
+        return self._resource.render(request)
 
 
 def digestKey(settings: Settings, context: AppContext) -> bytes:
@@ -162,13 +139,16 @@ def digestKey(settings: Settings, context: AppContext) -> bytes:
     return os.urandom(32)
 
 
-def makeApp(context: AppContext) -> App:
-    settings: Settings = context.settings
-    registry = context.registry
+def authMetrics(registry) -> dict[str, Counter]:
+    """
+    The service's own counters, in C{registry}; every label value is one of
+    a fixed few (the scheme is L{schemeLabel}'s), so clients cannot add
+    series.
+    """
     metrics = {
         "attempts": Counter(
             "auth_attempts_total",
-            "Requests with credentials, by scheme and outcome.",
+            "Requests with credentials, by scheme (basic, digest, other) and outcome.",
             ["scheme", "outcome"],
             registry=registry,
         ),
@@ -183,17 +163,37 @@ def makeApp(context: AppContext) -> App:
         "logouts": Counter(
             "auth_logouts_total", "Logouts (the realm's logout callback).", registry=registry
         ),
+        "busy": Counter(
+            "auth_checks_busy_total",
+            "Password checks refused with 503: every check thread busy and the queue full.",
+            registry=registry,
+        ),
+        "cacheHits": Counter(
+            "auth_cache_hits_total",
+            "Basic logins that passed without a bcrypt check (a recent check remembered).",
+            registry=registry,
+        ),
     }
+    for scheme in SCHEMES:
+        for outcome in ("ok", "failed"):
+            metrics["attempts"].labels(scheme, outcome)
+    return metrics
+
+
+def makeApp(context: AppContext) -> App:
+    settings: Settings = context.settings
+    registry = context.registry
+    metrics = authMetrics(registry)
     reactor = context.reactor
-    pool = reactor.getThreadPool()
-
-    def inThread(f, *args):
-        return deferToThreadPool(reactor, pool, f, *args)
-
+    checks, pool = checkPool(reactor, settings.check_threads, settings.check_queue)
+    registry.register(CheckPoolCollector(checks))
+    cache = VerifiedCredentials(
+        reactor, settings.cache_seconds, settings.cache_entries, onHit=metrics["cacheHits"].inc
+    )
     portal = Portal(
         PublicHTMLRealm(context.configPath(settings.homes), metrics["logouts"].inc),
         [
-            HtpasswdChecker(context.configPath(settings.htpasswd).path, inThread),
+            HtpasswdChecker(context.configPath(settings.htpasswd).path, checks, cache),
             HtdigestChecker(context.configPath(settings.htdigest).path, settings.realm),
         ],
     )
@@ -201,17 +201,20 @@ def makeApp(context: AppContext) -> App:
         filter(None, (n.strip() for n in settings.trusted_proxies.split(",")))
     )
     realm = settings.realm.encode("utf-8")
-    wrapper = HTTPAuthSessionWrapper(
-        portal,
-        [
-            BasicCredentialFactory(realm),
-            SharedDigestCredentialFactory(realm, digestKey(settings, context), proxies),
-        ],
-    )
+    factories = [
+        BasicCredentialFactory(realm),
+        SharedDigestCredentialFactory(realm, digestKey(settings, context), proxies),
+    ]
     throttle = FailureThrottle(
         reactor, settings.max_failures, settings.failure_window, settings.lockout_seconds
     )
     root = Resource()
-    root.putChild(b"auth", ThrottledGuard(wrapper, throttle, proxies, metrics))
+    root.putChild(
+        b"auth", ThrottledGuard(portal, factories, Judge(throttle, metrics, log), proxies)
+    )
     context.mountOps(root)
-    return App(resource=root, routes=["/auth/", "/healthz", "/readyz", "/metrics"])
+    return App(
+        resource=root,
+        routes=["/auth/", "/healthz", "/readyz", "/metrics"],
+        children=[ThreadPoolService(pool)],
+    )

@@ -10,7 +10,9 @@ C{MD5(user:realm:password)}, which is exactly what an C{htdigest} file
 stores.  bcrypt is slow on purpose, so it runs on a thread, never on the
 reactor; an unknown user costs a bcrypt check too, so timing tells nothing.
 Both files are read again when they change, so C{make user} takes effect at
-once.
+once.  A Basic check that passed may be remembered for a while
+(L{webstack.auth.cache}), and the checks run on threads of their own, a
+bounded number at a time (L{webstack.auth.checkpool}).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernameDigestHash, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
+
+from .cache import VerifiedCredentials
+
+log = Logger(namespace="webstack.auth")
 
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(12))
 
@@ -32,6 +39,9 @@ _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(12))
 class WatchedFile:
     """
     The parsed lines of a C{name:...} file, read again when it changes.
+
+    @ivar generation: a number that changes whenever the entries may have
+        (what a cache of checks made against them compares).
     """
 
     def __init__(self, path: str, parse: Callable[[list[str]], tuple[str, ...]]) -> None:
@@ -39,25 +49,46 @@ class WatchedFile:
         self._parse = parse
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, tuple[str, ...]] = {}
+        self.generation = 0
 
     def entries(self) -> dict[str, tuple[str, ...]]:
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
-            self._stamp, self._entries = None, {}
+            self._replace(None, {})
             return self._entries
         stamp = (info.st_mtime_ns, info.st_size)
         if stamp != self._stamp:
-            entries = {}
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.strip()
-                    if not line or line.startswith("#"):
-                        continue
-                    name, *rest = line.split(":")
-                    entries[name] = self._parse(rest)
-            self._stamp, self._entries = stamp, entries
+            try:
+                entries = self._read()
+            except (OSError, UnicodeDecodeError) as e:
+                # Unreadable (a mode 0600 file of another user, say): no one
+                # logs in, said once per change rather than a 500 each time.
+                log.error(
+                    "auth: cannot read {path}: {error}; every login checked against it fails",
+                    event="password_file_unreadable",
+                    path=self.path,
+                    error=str(e),
+                )
+                entries = {}
+            self._replace(stamp, entries)
         return self._entries
+
+    def _read(self) -> dict[str, tuple[str, ...]]:
+        entries = {}
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                name, *rest = line.split(":")
+                entries[name] = self._parse(rest)
+        return entries
+
+    def _replace(self, stamp, entries) -> None:
+        if stamp != self._stamp or entries != self._entries:
+            self.generation += 1
+        self._stamp, self._entries = stamp, entries
 
 
 def htdigestHash(user: str, realm: str, password: str) -> str:
@@ -81,26 +112,44 @@ class HtpasswdChecker:
     Basic credentials against an htpasswd file of bcrypt hashes.
 
     @param inThread: runs a function on a thread and returns a Deferred of
-        its result (L{twisted.internet.threads.deferToThreadPool}, bound).
+        its result (L{twisted.internet.threads.deferToThreadPool}, bound, or
+        L{webstack.auth.checkpool.BoundedCalls}).
+    @param cache: where checks that passed are remembered, if anywhere.
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, path: str, inThread: Callable[..., Deferred]) -> None:
+    def __init__(
+        self,
+        path: str,
+        inThread: Callable[..., Deferred],
+        cache: VerifiedCredentials | None = None,
+    ) -> None:
         self._file = WatchedFile(path, lambda rest: (":".join(rest),))
         self._inThread = inThread
+        self._cache = cache
 
     def requestAvatarId(self, credentials):
         username = credentials.username
-        name = username.decode("utf-8", "replace") if isinstance(username, bytes) else username
+        if isinstance(username, str):
+            username = username.encode("utf-8")
+        name = username.decode("utf-8", "replace")
         password = credentials.password
         if isinstance(password, str):
             password = password.encode("utf-8")
         entry = self._file.entries().get(name)
-        hashed = entry[0].encode("ascii") if entry else _DUMMY_HASH
+        generation = self._file.generation
+        cache = self._cache
+        if cache is not None:
+            known = cache.get(username, password, generation)
+            if known is not None:
+                return succeed(known)
+        hashed = entry[0].encode("ascii", "replace") if entry else _DUMMY_HASH
 
         def checked(ok):
             if ok and entry is not None:
+                if cache is not None:
+                    cache.put(username, password, name, generation)
                 return name
             raise UnauthorizedLogin("bad user name or password")
 

@@ -7,6 +7,12 @@ The password is read from $PASSWORD if set, else asked for twice (it is
 never an argument, so it stays out of the shell's history and `ps`).  The
 user's public_html is made if missing.  A running auth service sees the
 change on its next request.
+
+Both files are written whole to a new file of mode 0600 in the same
+directory, flushed to disk, then renamed over the old one: a reader sees the
+old file or the new one, never half of one, and the hashes are never
+readable by other users, not even for a moment (the file a checkout holds
+with mode 0644 becomes 0600 at the first change).
 """
 
 from __future__ import annotations
@@ -34,11 +40,18 @@ def _replaceLine(path: FilePath, name: str, line: str) -> None:
     kept = [entry for entry in lines if entry.split(":", 1)[0] != name]
     kept.append(line)
     path.parent().makedirs(ignoreExistingDirectory=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent().path)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(kept) + "\n")
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path.path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent().path, prefix=f".{path.basename()}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)  # mkstemp's mode, said rather than assumed
+            f.write("\n".join(kept) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path.path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def main(argv=None) -> int:
