@@ -2,31 +2,31 @@
 """
 The WSGI service (C{twistd -n webstack-wsgi}): seed 004's L{WSGIResource}.
 
-As the seed advises, the applications run on a L{ThreadPool} of their own,
+As the seed advises, the applications run on a thread pool of their own,
 sized from the settings and started and stopped with the service, not on the
-reactor's pool (whose size also bounds DNS lookups and everything else that
-defers to threads).  Its size, busy threads and queued calls are in
-C{/metrics}, so a saturated pool can be seen.
+reactor's pool (L{webstack.wsgi.pool}).  Unlike Twisted's resource, calls
+wait for a thread in a bounded queue (C{queue_max}; beyond it, 503 at
+once), a call whose client left while it waited is not made, and a stop
+does not run the backlog (L{webstack.wsgi.calls},
+L{webstack.wsgi.resource}).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-from twisted.application.service import Service
-from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.static import Data
-from twisted.web.wsgi import WSGIResource
 
 from webstack.runtime.config import ConfigError, setting
 from webstack.runtime.plugin import App, AppContext
 
 from . import hello
+from .calls import BoundedCalls
 from .demo import makeApplication
 from .length import withContentLength
+from .pool import DaemonThreadPool, PoolCollector, ThreadPoolService
+from .resource import BoundedWSGIResource, Rejections
 
 SECTION = "wsgi"
 
@@ -43,6 +43,12 @@ _INDEX = b"""<!doctype html>
 class Settings:
     threads_min: int = setting(2, minimum=0, maximum=256, help="threads kept ready")
     threads_max: int = setting(10, minimum=1, maximum=256, help="most WSGI calls at once")
+    queue_max: int = setting(
+        20,
+        minimum=0,
+        maximum=10000,
+        help="WSGI calls that may wait for a thread; beyond, 503 with Retry-After at once",
+    )
     slow_max_seconds: float = setting(30.0, minimum=0, maximum=600)
 
     def __post_init__(self) -> None:
@@ -53,65 +59,23 @@ class Settings:
             )
 
 
-class ThreadPoolService(Service):
-    """
-    Start a thread pool with the service and stop it (waiting for its calls
-    to return) when the service stops.
-    """
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
-
-
-class PoolCollector(Collector):
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def collect(self):
-        pool = self.pool
-        for name, doc, value in (
-            ("wsgi_pool_max_threads", "Most WSGI calls that run at once.", pool.max),
-            ("wsgi_pool_threads", "Threads the pool has now.", pool.workers),
-            ("wsgi_pool_busy", "Threads running a WSGI call now.", len(pool.working)),
-            (
-                "wsgi_pool_queued",
-                "WSGI calls waiting for a free thread.",
-                pool.q.qsize(),
-            ),
-        ):
-            family = GaugeMetricFamily(name, doc)
-            family.add_metric([], value)
-            yield family
-
-
 def makeApp(context: AppContext) -> App:
     settings: Settings = context.settings
-    pool = ThreadPool(settings.threads_min, settings.threads_max, name="wsgi")
-    context.registry.register(PoolCollector(pool))
+    pool = DaemonThreadPool(settings.threads_min, settings.threads_max, name="wsgi")
+    calls = BoundedCalls(context.reactor, pool, settings.queue_max, context.registry)
+    rejections = Rejections(context.registry)
+    context.registry.register(PoolCollector(calls))
+
+    def bounded(application):
+        return BoundedWSGIResource(context.reactor, calls, application, rejections)
 
     wsgi = Resource()
     wsgi.putChild(b"", Data(_INDEX, "text/html; charset=utf-8"))
     # Both applications return their bodies whole: said with Content-Length,
     # not chunked (see webstack.wsgi.length).
+    wsgi.putChild(b"hello", bounded(withContentLength(hello.application)))
     wsgi.putChild(
-        b"hello",
-        WSGIResource(context.reactor, pool, withContentLength(hello.application)),
-    )
-    wsgi.putChild(
-        b"app",
-        WSGIResource(
-            context.reactor,
-            pool,
-            withContentLength(makeApplication(settings.slow_max_seconds)),
-        ),
+        b"app", bounded(withContentLength(makeApplication(settings.slow_max_seconds)))
     )
     root = Resource()
     root.putChild(b"wsgi", wsgi)
@@ -119,5 +83,5 @@ def makeApp(context: AppContext) -> App:
     return App(
         resource=root,
         routes=["/wsgi/hello", "/wsgi/app/slow", "/wsgi/app/", "/wsgi/", "/healthz", "/readyz", "/metrics"],
-        children=[ThreadPoolService(pool)],
+        children=[ThreadPoolService(context.reactor, calls, context.runtime.drain_timeout)],
     )

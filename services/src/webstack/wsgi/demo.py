@@ -2,7 +2,8 @@
 """
 A small but real WSGI application beside the seed's hello, served at
 C{/wsgi/app/}: a form that posts and echoes, a view of the WSGI environment,
-a deliberately slow page to see the thread pool fill up, and a page that
+a deliberately slow page to see the thread pool fill up (bounded by
+C{slow_max_seconds}, and cut short when its client leaves), and a page that
 raises, to see Twisted answer 500 and log the traceback while the service
 stays up.
 
@@ -16,6 +17,13 @@ import json
 import time
 from html import escape
 from urllib.parse import parse_qs
+
+CLIENT_GONE_KEY = "webstack.client_gone"
+"""
+The environ key of a L{threading.Event} set when the request's client has
+gone (see L{webstack.wsgi.resource}); the application imports nothing of
+the server.
+"""
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
@@ -94,7 +102,15 @@ def makeApplication(maxSlowSeconds: float):
             if not 0 <= seconds <= maxSlowSeconds:
                 start_response("400 Bad Request", [("Content-Type", "text/plain")])
                 return [f"seconds must be a number from 0 to {maxSlowSeconds:g}\n".encode()]
-            time.sleep(seconds)  # blocks this pool thread, as a slow WSGI app does
+            # Blocks this pool thread, as a slow WSGI app does, but no longer
+            # than its client waits: webstack sets this event when the client
+            # leaves (webstack.wsgi.resource); elsewhere, a plain sleep.
+            gone = environ.get(CLIENT_GONE_KEY)
+            if gone is None:
+                time.sleep(seconds)
+            elif gone.wait(seconds):
+                start_response("499 Client Closed Request", [("Content-Type", "text/plain")])
+                return [b"the client left; stopped early\n"]
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"slept %g s on a pool thread\n" % seconds]
 
