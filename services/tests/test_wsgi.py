@@ -70,15 +70,18 @@ def test_theEnvironmentViewShowsTheRequestNotSecrets(wsgi):
     assert "HTTP_COOKIE" not in environ
 
 
-def metric(stack, name, service="wsgi"):
+def metric(stack, name, default=None):
     """
     The value of C{name} (with its labels, as exposed:
-    C{'wsgi_skipped_total{reason="client_gone"}'}) in a service's metrics.
+    C{'wsgi_skipped_total{reason="client_gone"}'}) in the wsgi service's
+    metrics, or C{default} if it is not there and one is given.
     """
-    _, body = request(stack.services[service].port, "GET", "/metrics")
+    _, body = request(stack.services["wsgi"].port, "GET", "/metrics")
     for line in body.decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
+    if default is not None:
+        return default
     raise AssertionError(f"{name} not in metrics")
 
 
@@ -232,9 +235,10 @@ def test_abandonedSlowCallsDoNotHoldUpTheNextRequest(attacked):
     response, body = request(port, "GET", "/wsgi/hello", timeout=5)
     waited = time.monotonic() - began
     assert (response.status, body) == (200, b"Hello, world!")
-    assert waited < 1.0, f"hello waited {waited:.2f}s behind abandoned calls"
+    assert waited < 1.5, f"hello waited {waited:.2f}s behind abandoned calls"
     idle(attacked)
     assert metric(attacked, REJECTED) == 0
+    assert metric(attacked, "wsgi_pool_queue_max") == 40
     aborted = lambda: [  # noqa: E731
         e
         for e in attacked.services["wsgi"].events("access")
@@ -253,7 +257,7 @@ def test_aCallWhoseClientLeftWhileItWaitedIsNeverRun(attacked):
     port = front(attacked)
     idle(attacked)
     mark = logMark(attacked)
-    before = metric(attacked, SKIPPED_GONE)
+    before = metric(attacked, SKIPPED_GONE, default=0.0)
     running = [sendSlow(port, 10) for _ in range(2)]
     waitFor(lambda: metric(attacked, "wsgi_pool_busy") == 2, what="two busy threads")
     waiting = [sendSlow(port, 10) for _ in range(38)]
@@ -267,9 +271,8 @@ def test_aCallWhoseClientLeftWhileItWaitedIsNeverRun(attacked):
     )
     for s in running:
         s.close()
+    idle(attacked)  # not after 38 more calls of 10 s
     waitFor(lambda: metric(attacked, SKIPPED_GONE) == before + 38, what="38 skipped")
-    idle(attacked)
-    assert metric(attacked, SKIPPED_GONE) == before + 38
     assert tracebacks(attacked, mark) == []
 
 
@@ -281,7 +284,7 @@ def test_aFullQueueIsAnswered503AtOnce(wsgi):
     port = front(wsgi)
     idle(wsgi)
     mark = logMark(wsgi)
-    rejected = metric(wsgi, REJECTED)
+    rejected = metric(wsgi, REJECTED, default=0.0)
     held = [sendSlow(port, 10) for _ in range(5)]
     try:
         waitFor(
@@ -292,7 +295,7 @@ def test_aFullQueueIsAnswered503AtOnce(wsgi):
         response, body = request(
             port, "GET", "/wsgi/hello", headers={"Accept": "application/json"}, timeout=3
         )
-        assert time.monotonic() - began < 0.5
+        assert time.monotonic() - began < 1.0
         assert response.status == 503
         assert response.headers["Retry-After"] == "1"
         document = json.loads(body)
