@@ -455,6 +455,33 @@ def test_aCheckStartedBeforeTheFileChangedIsNotRemembered(tmp_path):
     assert len(cache) == 0  # ...and is not remembered against the new one
 
 
+def test_theSameCredentialsSentDuringTheirCheckShareIt(tmp_path):
+    """
+    A client's first requests, sent together, all miss the cache: they wait
+    for the one check rather than queueing one each (at start-up under load
+    they filled the queue: 503).  Other credentials get their own check.
+    """
+    path = tmp_path / "htpasswd"
+    path.write_text("carol:" + bcryptHash("correct horse", rounds=4) + "\n")
+    held = []
+
+    def later(f, *args):
+        d = Deferred()
+        held.append((d, f, args))
+        return d
+
+    checker = HtpasswdChecker(str(path), later, VerifiedCredentials(Clock(), 60, 10))
+    results = {}
+    for n, guess in enumerate([b"correct horse"] * 3 + [b"wrong"] * 2):
+        checker.requestAvatarId(UsernamePassword(b"carol", guess)).addBoth(lambda r, n=n: results.update({n: r}))
+    assert len(held) == 2 and results == {}
+    for d, f, args in held:
+        d.callback(f(*args))
+    assert [results[n] for n in range(3)] == ["carol"] * 3
+    assert all(results[n].check(UnauthorizedLogin) for n in (3, 4))
+    assert checker._running == {}
+
+
 def test_anUnreadablePasswordFileIsAClearErrorNotAFault(tmp_path):
     path = tmp_path / "htpasswd"
     path.mkdir()  # stat works, open does not (even for root)

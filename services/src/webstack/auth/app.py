@@ -63,7 +63,7 @@ class Settings:
         2, minimum=1, maximum=64, help="threads checking bcrypt passwords (about one per CPU)"
     )
     check_queue: int = setting(
-        32, minimum=0, maximum=10000, help="password checks that may wait for a thread; more get 503"
+        8, minimum=0, maximum=10000, help="password checks that may wait for a thread; more get 503"
     )
     cache_seconds: float = setting(
         60.0, minimum=0, maximum=3600, help="a Basic login that passed is not checked again this long (0: off)"

@@ -46,7 +46,7 @@ class VerifiedCredentials:
     def enabled(self) -> bool:
         return self._ttl > 0 and self._maxEntries > 0
 
-    def _key(self, user: bytes, password: bytes) -> bytes:
+    def key(self, user: bytes, password: bytes) -> bytes:
         # The length first, so that no other (user, password) pair gives
         # the same message.
         message = b"%d:" % (len(user),) + user + password
@@ -69,7 +69,7 @@ class VerifiedCredentials:
         if not self.enabled:
             return None
         self.validFor(generation)
-        key = self._key(user, password)
+        key = self.key(user, password)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -88,7 +88,7 @@ class VerifiedCredentials:
         """
         if not self.enabled or generation != self._generation:
             return
-        key = self._key(user, password)
+        key = self.key(user, password)
         self._entries.pop(key, None)
         while len(self._entries) >= self._maxEntries:
             self._entries.popitem(last=False)

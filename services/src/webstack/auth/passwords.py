@@ -27,6 +27,7 @@ from twisted.cred.credentials import IUsernameDigestHash, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .cache import VerifiedCredentials
@@ -115,6 +116,9 @@ class HtpasswdChecker:
         its result (L{twisted.internet.threads.deferToThreadPool}, bound, or
         L{webstack.auth.checkpool.BoundedCalls}).
     @param cache: where checks that passed are remembered, if anywhere.
+        With one, the same credentials sent again while their check runs
+        wait for that check instead of queueing one more: a burst of a
+        client's first requests (or of one guess) costs one bcrypt.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -128,6 +132,7 @@ class HtpasswdChecker:
         self._file = WatchedFile(path, lambda rest: (":".join(rest),))
         self._inThread = inThread
         self._cache = cache
+        self._running: dict[tuple[bytes, int], list[Deferred]] = {}
 
     def requestAvatarId(self, credentials):
         username = credentials.username
@@ -140,11 +145,6 @@ class HtpasswdChecker:
         entry = self._file.entries().get(name)
         generation = self._file.generation
         cache = self._cache
-        if cache is not None:
-            known = cache.get(username, password, generation)
-            if known is not None:
-                return succeed(known)
-        hashed = entry[0].encode("ascii", "replace") if entry else _DUMMY_HASH
 
         def checked(ok):
             if ok and entry is not None:
@@ -153,7 +153,36 @@ class HtpasswdChecker:
                 return name
             raise UnauthorizedLogin("bad user name or password")
 
-        return self._inThread(_checkBcrypt, password, hashed).addCallback(checked)
+        if cache is None:
+            return self._check(password, entry).addCallback(checked)
+        known = cache.get(username, password, generation)
+        if known is not None:
+            return succeed(known)
+        running = (cache.key(username, password), generation)
+        waiting = self._running.get(running)
+        if waiting is not None:
+            d = Deferred()
+            waiting.append(d)
+            return d.addCallback(checked)
+        self._running[running] = []
+        d = self._check(password, entry)
+        d.addBoth(self._settled, running)
+        return d.addCallback(checked)
+
+    def _check(self, password: bytes, entry) -> Deferred:
+        hashed = entry[0].encode("ascii", "replace") if entry else _DUMMY_HASH
+        return self._inThread(_checkBcrypt, password, hashed)
+
+    def _settled(self, result, running):
+        """
+        Give a check's result to the requests that waited for it too.
+        """
+        for waiting in self._running.pop(running):
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+        return result
 
 
 def _checkBcrypt(password: bytes, hashed: bytes) -> bool:
