@@ -92,9 +92,10 @@ class TextGzipEncoderFactory(GzipEncoderFactory):
 
 DEFAULT_MAX_RANGES = 16
 """
-How many ranges one request may ask for by default (nginx's C{max_ranges}
-has no default; Apache's C{MaxRanges} is 200; browsers and download tools
-ask for one, PDF readers for a handful).
+How many ranges one request may ask for by default: a resumed download or
+a media player asks for one, a document viewer for a few.  (nginx's
+C{max_ranges} has no limit unless set; Apache's C{MaxRanges}, added after
+CVE-2011-3192, the same attack, is 200.)
 """
 
 WHOLE_OUTCOMES = ("too_many", "over_size", "malformed", "empty", "disabled")
