@@ -19,7 +19,7 @@ from twisted.web import script
 from twisted.web.resource import Resource
 
 from webstack.runtime.config import setting
-from webstack.runtime.files import SafeFile
+from webstack.runtime.files import DEFAULT_MAX_RANGES, RangePolicy, SafeFile
 from webstack.runtime.plugin import App, AppContext
 from webstack.runtime.sessions import SiteSessions, trustedNetworks
 
@@ -39,6 +39,10 @@ class Settings:
         "public, max-age=300", help="Cache-Control of every file ('' for none)"
     )
     rpy_root: str = setting("rpy", help="the .rpy scripts served at /rpy/ ('' for none)")
+    max_ranges: int = setting(
+        DEFAULT_MAX_RANGES, minimum=0, maximum=1000,
+        help="byte ranges a request may ask for (more: the whole file; 0: ranges off)",
+    )
     rpy_session_timeout: float = setting(
         60.0, minimum=1, maximum=86400, help="an .rpy session expires this long after its last visit (s)"
     )
@@ -63,6 +67,7 @@ def makeApp(context: AppContext) -> App:
         root.path,
         listing=settings.listing,
         cacheControl=settings.cache_control.encode("ascii"),
+        ranges=RangePolicy(settings.max_ranges, context.registry),
     )
     tree = Resource()
     tree.putChild(b"static", site)
