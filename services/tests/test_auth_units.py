@@ -483,12 +483,25 @@ def test_theSameCredentialsSentDuringTheirCheckShareIt(tmp_path):
 
 
 def test_anUnreadablePasswordFileIsAClearErrorNotAFault(tmp_path):
+    from twisted.logger import globalLogPublisher
+
     path = tmp_path / "htpasswd"
     path.mkdir()  # stat works, open does not (even for root)
-    watched = WatchedFile(str(path), tuple)
-    assert watched.entries() == {}
-    checker = HtpasswdChecker(str(path), synchronously)
-    assert checkOnce(checker, b"carol", b"x").check(UnauthorizedLogin)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        watched = WatchedFile(str(path), tuple)
+        for _ in range(3):
+            assert watched.entries() == {}
+        checker = HtpasswdChecker(str(path), synchronously)
+        assert checkOnce(checker, b"carol", b"x").check(UnauthorizedLogin)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    said = [e for e in logged if e.get("event") == "password_file_unreadable"]
+    assert len(said) == 2  # once per WatchedFile, not per request
+    path.rmdir()  # made readable: read again at once
+    path.write_text("carol:" + bcryptHash("pw", rounds=4) + "\n")
+    assert set(watched.entries()) == {"carol"}
 
 
 # The bounded check pool.

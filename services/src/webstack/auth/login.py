@@ -171,16 +171,18 @@ class ObservedLogin:
         return self._portal.realm.requestAvatar(avatarId, mind, *interfaces)
 
     def _failed(self, failure, user: str):
-        if failure.check(ChecksBusy):
-            answer = self._judge.busy(failure.value.retryAfter)
-        elif failure.check(Unauthorized, LoginFailed):
+        if failure.check(Unauthorized, LoginFailed):
             self._judge.failed(self._scheme, [self._address, user])
-            if not self.gone:
-                return failure
-            answer = None
+            refusal = None  # the guard's own 401, with its challenges
+        elif failure.check(ChecksBusy):
+            refusal = self._judge.busy(failure.value.retryAfter)
         else:
-            return failure  # the guard logs it: a fault of ours
-        return (IResource, Gone() if self.gone else answer, _noLogout)
+            return failure  # the guard logs it and answers 500: a fault of ours
+        if self.gone:
+            return (IResource, Gone(), _noLogout)
+        if refusal is None:
+            return failure
+        return (IResource, refusal, _noLogout)
 
     def undecoded(self) -> None:
         """

@@ -50,6 +50,7 @@ class WatchedFile:
         self._parse = parse
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, tuple[str, ...]] = {}
+        self._unreadable: tuple[int, int] | None = None
         self.generation = 0
 
     def entries(self) -> dict[str, tuple[str, ...]]:
@@ -64,14 +65,19 @@ class WatchedFile:
                 entries = self._read()
             except (OSError, UnicodeDecodeError) as e:
                 # Unreadable (a mode 0600 file of another user, say): no one
-                # logs in, said once per change rather than a 500 each time.
-                log.error(
-                    "auth: cannot read {path}: {error}; every login checked against it fails",
-                    event="password_file_unreadable",
-                    path=self.path,
-                    error=str(e),
-                )
-                entries = {}
+                # logs in, said once rather than a 500 each time, and read
+                # again next time (a chmod does not change the stamp).
+                if stamp != self._unreadable:
+                    self._unreadable = stamp
+                    log.error(
+                        "auth: cannot read {path}: {error}; every login checked against it fails",
+                        event="password_file_unreadable",
+                        path=self.path,
+                        error=str(e),
+                    )
+                self._replace(None, {})
+                return self._entries
+            self._unreadable = None
             self._replace(stamp, entries)
         return self._entries
 
