@@ -1,7 +1,10 @@
 """
 The real containers: `make up` from nothing, every demo through the published
 front, a backend killed and brought back, a service scaled to three, a client
-abort through the containerized front, and `make down` leaving nothing.
+abort through the containerized front, and `make down` leaving nothing.  And
+what bounds them (issue 9): every container's pids, memory and CPU limits,
+an image without the user files, and each container seeing only its own
+part of config/.
 
 They run as their own compose project on their own port, so a stack a
 developer has up is never touched.  They need a Docker engine and compose;
@@ -58,6 +61,44 @@ def docker(*args) -> str:
     ).stdout
 
 
+def composeCommand() -> list[str]:
+    """
+    The compose the Makefile would use: v2's plugin, else v1's program.
+    """
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"]
+
+
+def composeLimits(environ=None) -> dict[str, dict[str, str]]:
+    """
+    Of every service in `compose config` (the profiles' too), its
+    pids_limit, mem_limit and cpus as compose resolved them.  The output is
+    compose's own normalised YAML: a service's name indented by two spaces
+    under "services:", its keys by four.
+    """
+    text = subprocess.run(
+        [*composeCommand(), "--profile", "load", "config"],
+        cwd=ROOT, env=environ or ENV, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    services: dict[str, dict[str, str]] = {}
+    inServices = False
+    current = None
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            inServices = line == "services:"
+            continue
+        if not inServices:
+            continue
+        if line.startswith("  ") and not line.startswith("   ") and line.endswith(":"):
+            current = services[line.strip()[:-1]] = {}
+        elif current is not None and line.startswith("    ") and not line.startswith("     "):
+            key, _, value = line.strip().partition(":")
+            if key in ("pids_limit", "mem_limit", "cpus"):
+                current[key] = value.strip().strip("'\"")
+    return services
+
+
 def containers(service=None, all=False) -> list[str]:
     filters = ["--filter", f"label=com.docker.compose.project={PROJECT}"]
     if service:
@@ -72,6 +113,108 @@ def stack():
     make("up")
     yield PORT
     make("down")
+
+
+SERVICES = ("async", "auth", "cgi", "front", "session", "static", "wsgi")
+
+OWN_CONFIG = {
+    "front": {"stack.toml", "front"},
+    "async": {"stack.toml"},
+    "static": {"stack.toml", "static", "rpy"},
+    "wsgi": {"stack.toml"},
+    "cgi": {"stack.toml", "cgi-bin"},
+    "auth": {"stack.toml", "auth"},
+    "session": {"stack.toml"},
+}
+"""
+What each service's container finds in /app/config: stack.toml and the
+directories its settings name (front.route_key_file, static.root and
+static.rpy_root, cgi.root, auth's homes, htpasswd, htdigest and
+digest_key_file), nothing else.
+"""
+
+USER_FILES = ("htpasswd", "htdigest", "digest.key", "route.key")
+
+
+def test_everyContainerHasPidsMemoryAndCPULimits():
+    """
+    Issue 9, attack 7: a container without limits lets one service's
+    processes, threads or memory take the host's.  Read from the resolved
+    compose file, so it needs no running stack.
+    """
+    limits = composeLimits()
+    assert set(SERVICES) | {"locust-master", "locust-worker"} <= set(limits)
+    for service, found in limits.items():
+        assert set(found) == {"pids_limit", "mem_limit", "cpus"}, (service, found)
+        assert 0 < int(found["pids_limit"]) <= 1024, (service, found)
+        assert 0 < float(found["cpus"]) <= 2, (service, found)
+    # The service's own bound comes first: its pids limit leaves room for
+    # cgi.max_processes scripts of a few processes each.
+    assert int(limits["cgi"]["pids_limit"]) >= 4 * 32
+
+
+def test_theImageHoldsNoUserFilesAndNoConfig(stack):
+    """
+    Issue 9, attack 11: HA1 hashes are as good as passwords for Digest, and
+    whoever can pull an image can read every layer of it.
+    """
+    for name in ("config/auth/htpasswd", "config/auth/htdigest", "config/auth/digest.key", "config/front/route.key"):
+        assert (ROOT / name).is_file(), f"{name} should exist on the host for this test to mean anything"
+    found = subprocess.run(
+        [
+            "docker", "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "find",
+            "webstack/service:dev", "/", "-xdev", "(",
+            *[arg for name in USER_FILES for arg in ("-name", name, "-o")],
+            "-name", "*.key", "-o", "-path", "/app/config/*", ")", "-print",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == []
+
+
+def test_eachContainerSeesOnlyItsOwnPartOfConfigReadOnly(stack):
+    """
+    Issue 9, attack 11: every container used to mount all of config/, so a
+    CGI script could read the password hashes and the Digest key.  Looked
+    at from inside each container, as its own user (the user CGI scripts
+    run as).
+    """
+    for service, expected in OWN_CONFIG.items():
+        [container] = containers(service)
+        seen = docker(
+            "exec", container, "python", "-c",
+            "import os; print(' '.join(sorted(os.listdir('/app/config'))))",
+        ).split()
+        assert set(seen) == expected, service
+        mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", container))
+        assert mounts and all(not m["RW"] for m in mounts), (service, mounts)
+    [cgi] = containers("cgi")
+    probe = docker(
+        "exec", cgi, "sh", "-c",
+        "cat /app/config/auth/htdigest /app/config/auth/digest.key /app/config/front/route.key"
+        " 2>&1; echo exit=$?",
+    )
+    assert probe.strip().endswith("exit=1") and "No such file" in probe
+    [auth] = containers("auth")
+    assert "bob:" in docker("exec", auth, "cat", "/app/config/auth/htdigest")
+
+
+def test_theEngineAppliesTheLimits(stack):
+    """
+    The limits reach the engine (compose v1 honours these keys, not
+    deploy.resources), and the variables override memory and CPU.
+    """
+    limits = composeLimits()
+    for service in SERVICES:
+        [container] = containers(service)
+        host = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", container))
+        assert host["PidsLimit"] == int(limits[service]["pids_limit"]), service
+        assert host["NanoCpus"] == int(float(limits[service]["cpus"]) * 1e9), service
+        assert 0 < host["Memory"] == host["MemorySwap"], service
+    cgi = composeLimits(dict(ENV, WEBSTACK_CGI_MEM_LIMIT="300m", WEBSTACK_CGI_CPUS="0.25"))["cgi"]
+    assert float(cgi["cpus"]) == 0.25
+    assert cgi["mem_limit"] in ("300m", str(300 * 2**20))
 
 
 def test_upStartsEveryServiceHealthyBehindTheFront(stack):
@@ -234,8 +377,15 @@ def test_locustRunsDistributedInContainers(stack):
     """
     before = set((ROOT / "reports").glob("*")) if (ROOT / "reports").exists() else set()
     make("load-compose", "WORKERS=2", "USERS=16", "SPAWN=16", "DURATION=6s")
-    [report] = set((ROOT / "reports").glob("*")) - before
-    summary = json.loads((report / "summary.json").read_text())
+    # Only the run against the containerized front: a local `make load`
+    # may write reports/ at the same time.
+    [summary] = [
+        summary
+        for report in set((ROOT / "reports").glob("*")) - before
+        if (report / "summary.json").exists()
+        for summary in [json.loads((report / "summary.json").read_text())]
+        if summary["settings"]["host"] == "http://front:8080"
+    ]
     assert summary["passed"] and summary["failures"] == 0
     books = summary["cancellation"]
     assert books["aborts_sent"] > 0 and books["cancellations_observed"] == books["aborts_sent"]
