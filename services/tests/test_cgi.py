@@ -266,7 +266,7 @@ def test_atMostMaxProcessesScriptsRunTheRestAre503AtOnce(crowded):
     for client in clients:
         client.start()
     refused = waitFor(
-        lambda: [r for r in results if status(r[1]) == 503] if len(results) >= CROWD - CAP else None,
+        lambda: len(results) >= CROWD - CAP and [r for r in results if status(r[1]) == 503],
         timeout=3,
         what=f"{CROWD - CAP} answers",
     )
@@ -407,9 +407,18 @@ def test_aScriptThatCannotBeSpawnedIs503AndKeepsNoSlotOrTimer(tmp_path):
 @pytest.mark.parametrize(
     "environ, message",
     [
-        ({"WEBSTACK_CGI_MAX_PROCESSES": "0"}, "WEBSTACK_CGI_MAX_PROCESSES = '0' is invalid: out of range, allowed 1 to 4096"),
-        ({"WEBSTACK_CGI_MAX_PROCESSES": "many"}, "WEBSTACK_CGI_MAX_PROCESSES = 'many' is invalid"),
-        ({"WEBSTACK_CGI_RETRY_AFTER": "-1"}, "WEBSTACK_CGI_RETRY_AFTER = '-1' is invalid: out of range, allowed 0 to 3600"),
+        (
+            {"WEBSTACK_CGI_MAX_PROCESSES": "0"},
+            "WEBSTACK_CGI_MAX_PROCESSES = '0' is invalid: out of range, allowed 1 to 4096",
+        ),
+        (
+            {"WEBSTACK_CGI_MAX_PROCESSES": "many"},
+            "WEBSTACK_CGI_MAX_PROCESSES = 'many' is invalid",
+        ),
+        (
+            {"WEBSTACK_CGI_RETRY_AFTER": "-1"},
+            "WEBSTACK_CGI_RETRY_AFTER = '-1' is invalid: out of range, allowed 0 to 3600",
+        ),
     ],
 )
 def test_badLimitsAreNamed(environ, message):

@@ -235,7 +235,12 @@ def _spawn(script, request, env, guard: Guard, program: list[str]) -> None:
             script=name,
             error=e.strerror or str(e),
         )
-        refuse(request, guard, "spawn_failed", "The script could not be started now; try again shortly.")
+        refuse(
+            request,
+            guard,
+            "spawn_failed",
+            "The script could not be started now; try again shortly.",
+        )
 
 
 class GuardedCGIScript(twcgi.CGIScript):
