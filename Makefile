@@ -150,6 +150,11 @@ build/wheels-load/.done: loadtest/requirements.lock $(VENV)/.installed
 
 export LOAD_UID := $(shell id -u)
 export LOAD_GID := $(shell id -g)
+# The auth container reads config/auth as the image's own user while the
+# user files are readable by all (a fresh checkout), and as their owner
+# once `make user` has made them 0600 (an HA1 is as good as a password).
+export WEBSTACK_AUTH_USER ?= $(shell stat -c '%A %u:%g' config/auth/htpasswd 2>/dev/null | \
+  awk '{ print (substr($$1, 8, 1) == "r" ? "10001:10001" : $$2) }')
 
 load-compose: docker-check build/wheels-load/.done ## locust master + WORKERS (default 2) worker containers against `make up`
 	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
