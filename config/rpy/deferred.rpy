@@ -1,5 +1,5 @@
 # Seed 003, "asynchronous responses via Deferred": task.deferLater.
-# Module version: services/src/webstack/delayed/deferred.py.
+# Module version: services/src/webstack/async_/deferred.py.
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource

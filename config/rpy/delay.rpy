@@ -1,6 +1,6 @@
 # Seed 001, "asynchronous responses", as the seed runs it: an .rpy script.
 # Modern Python 3: the body is bytes.  The module version, with the client's
-# departure handled, is services/src/webstack/delayed/delay.py.
+# departure handled, is services/src/webstack/async_/delay.py.
 # No cache(): the script keeps no state between requests.
 from twisted.internet import reactor
 from twisted.web.resource import Resource

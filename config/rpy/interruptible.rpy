@@ -1,6 +1,6 @@
 # Seed 000, "interrupted responses": notifyFinish's errback cancels the
 # delayed call when the client goes away.  Module version (with the stats):
-# services/src/webstack/delayed/interruptible.py.
+# services/src/webstack/async_/interruptible.py.
 from twisted.internet import reactor
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET

@@ -1,7 +1,7 @@
 # Seed 002, "logging errors": the interrupted response, logged.  The seed's
 # twisted.python.log.err still works (it reaches the service's JSON log);
 # twisted.logger's Logger.failure is its modern form, used by the module
-# version: services/src/webstack/delayed/logged.py.
+# version: services/src/webstack/async_/logged.py.
 from twisted.internet import reactor
 from twisted.python.log import err
 from twisted.web.resource import Resource

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from webstack.delayed import settings as delayedSettings
+from webstack.async_ import settings as delayedSettings
 from webstack.front.settings import loadSettings as loadFrontSettings
 from webstack.localstack import TWISTD
 from webstack.runtime.config import ConfigError, envName, readConfig

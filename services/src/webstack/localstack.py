@@ -29,17 +29,12 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-ROUTES = {
-    "async": ("async",),
-    "static": ("static", "rpy"),
-    "wsgi": ("wsgi",),
-    "cgi": ("cgi",),
-    "auth": ("auth",),
-    "session": ("session",),
-}
+from webstack import registry
+
+ROUTES = {service.name: tuple(route.name for route in service.routes) for service in registry.BACKENDS}
 """
-The services that exist, in start order, each with the front routes it
-serves; each has a C{webstack-NAME} plugin.
+The backends, in start order, each with the front routes it serves
+(L{webstack.registry}); each has a C{webstack-NAME} plugin.
 """
 BACKENDS = tuple(ROUTES)
 

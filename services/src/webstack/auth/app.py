@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth -*-
+# -*- test-case-name: tests.test_auth -*-
 """
 The auth service (C{twistd -n webstack-auth}): seed 004's
 L{HTTPAuthSessionWrapper} with a L{Portal}, the per-user realm, and both

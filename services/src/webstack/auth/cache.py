@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth_units -*-
+# -*- test-case-name: tests.test_auth_units -*-
 """
 Verified Basic credentials remembered for a short time, as Apache's
 C{mod_authn_socache} does: bcrypt is slow on purpose (about 0.2 s a check at

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth_units -*-
+# -*- test-case-name: tests.test_auth_units -*-
 """
 The threads that check passwords, and how many checks may wait for them.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth_units -*-
+# -*- test-case-name: tests.test_auth_units -*-
 """
 Digest authentication that works behind the front and across replicas.
 

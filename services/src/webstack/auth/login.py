@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth_units -*-
+# -*- test-case-name: tests.test_auth_units -*-
 """
 One request's login, watched where it happens: the throttle learns each
 credential check's own outcome, for the user name the guard itself decoded.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth_units -*-
+# -*- test-case-name: tests.test_auth_units -*-
 """
 Password files that hold no password: Apache's C{htpasswd} with bcrypt hashes
 (for Basic) and C{htdigest} with HA1 hashes (for Digest), and the two

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth -*-
+# -*- test-case-name: tests.test_auth -*-
 """
 Seed 004, "HTTP authentication": the realm that gives each user the files of
 their own C{public_html}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_auth_units -*-
+# -*- test-case-name: tests.test_auth_units -*-
 """
 Slowing down password guessing: after C{maxFailures} failed logins within
 C{window} seconds, a user name or a client address is refused for

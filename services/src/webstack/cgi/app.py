@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_cgi -*-
+# -*- test-case-name: tests.test_cgi -*-
 """
 The CGI service (C{twistd -n webstack-cgi}): the scripts of C{config/cgi-bin/}
 at C{/cgi/NAME}.

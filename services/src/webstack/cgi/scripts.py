@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_cgi -*-
+# -*- test-case-name: tests.test_cgi -*-
 """
 Seed 004, "CGI": L{CGIScript} and L{FilteredScript}, guarded.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_cgi -*-
+# -*- test-case-name: tests.test_cgi -*-
 """
 How many CGI scripts may run at once.
 

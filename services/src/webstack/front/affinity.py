@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_affinity -*-
+# -*- test-case-name: tests.test_front_affinity -*-
 """
 Stickiness without shared memory: the front's own routing cookie.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_integration -*-
+# -*- test-case-name: tests.test_front_integration -*-
 """
 The front (C{twistd -n webstack-front}): the landing page at C{/}, its own
 C{/-/healthz}, C{/-/readyz} and C{/-/metrics}, and every configured route

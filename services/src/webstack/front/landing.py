@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_units -*-
+# -*- test-case-name: tests.test_front_units -*-
 """
 The landing page at C{/}: every demo, the seeds it shows, links to try, and
 the live state of its replicas (as the front's resolver, ejections and
@@ -12,9 +12,10 @@ from html import escape
 
 from twisted.web.resource import Resource
 
+from webstack.registry import Route
+from webstack.registry import route as describedRoute
 from webstack.runtime.errors import wantsJSON
 
-from .catalog import DEMOS, Demo
 from .metrics import workersView
 
 _PAGE = """<!doctype html>
@@ -82,7 +83,8 @@ class LandingPage(Resource):
             self._gauges.publish()
             _, shared = workersView(self._metricsDir)
         for route in self._routes:
-            demo = DEMOS.get(route.name, Demo(route.name, ()))
+            # A route added in stack.toml alone is listed by its name.
+            demo = describedRoute(route.name) or Route(route.name, route.prefix, route.name, ())
             replicaSet = self._sets[route.name]
             status = (
                 self._status(route.name, replicaSet, shared)

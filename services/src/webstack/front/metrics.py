@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_units -*-
+# -*- test-case-name: tests.test_front_units -*-
 """
 The front's own metrics, beside the request metrics every service has.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_units -*-
+# -*- test-case-name: tests.test_front_units -*-
 """
 Active health checks: every C{health_interval} seconds, each replica's
 C{/readyz} is asked through the front's own pool.  A replica whose probe

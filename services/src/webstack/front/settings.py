@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_units,webstack.tests.test_front_affinity -*-
+# -*- test-case-name: tests.test_front_units,tests.test_front_affinity -*-
 """
 The front's settings: the C{[front]} table, and one C{[front.routes.NAME]}
 table per route.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_front_units -*-
+# -*- test-case-name: tests.test_front_units -*-
 """
 The replicas behind one upstream name, and which one gets the next request.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_channel -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 An L{HTTPChannel} that a slow or greedy client cannot hold open or fill up.
 

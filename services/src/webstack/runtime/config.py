@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_config -*-
+# -*- test-case-name: tests.test_config -*-
 """
 Settings: C{config/stack.toml}, each key overridable by an environment variable.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_site -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 Small, clear error responses: an HTML page for browsers, JSON for clients that
 ask for it (C{Accept: application/json}), the same facts in both.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_files -*-
+# -*- test-case-name: tests.test_static -*-
 """
 Static files that cannot leave their root: L{SafeFile}, the one way webstack
 serves files (the static site, and each user's C{public_html} in auth).

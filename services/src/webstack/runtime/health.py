@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_site -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 C{/healthz} (the process is alive and its reactor turns) and C{/readyz} (it
 should be sent traffic: not draining, and every check the service registered

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_logs -*-
+# -*- test-case-name: tests.test_logs -*-
 """
 Structured logging: one JSON object per line on stdout, through twisted.logger.
 

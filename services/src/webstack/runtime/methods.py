@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_hostile -*-
+# -*- test-case-name: tests.test_hostile -*-
 """
 Request methods, as a client may send any token.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_site -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 Prometheus metrics every service exposes at C{/metrics}.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_service -*-
+# -*- test-case-name: tests.test_config,tests.test_front_integration -*-
 """
 Turning a service module into a twistd plugin (C{twistd -n webstack-async}).
 

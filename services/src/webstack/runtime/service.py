@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_service -*-
+# -*- test-case-name: tests.test_config,tests.test_front_integration -*-
 """
 What runs one webstack service: its runtime settings, the listening endpoint
 (with an explicit backlog: Twisted's default of 50 drops connections under a

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_sessions -*-
+# -*- test-case-name: tests.test_session -*-
 """
 Sessions as every service that has them keeps them (the session service,
 and the static service's C{.rpy} scripts): what Twisted's C{getSession}

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_site -*-
+# -*- test-case-name: tests.test_channel -*-
 """
 The L{Site} every service serves: the hardened channel, an access log line and
 request metrics for every request, aborted ones included, and the bookkeeping

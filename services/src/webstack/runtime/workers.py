@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_workers -*-
+# -*- test-case-name: tests.test_workers -*-
 """
 Several processes serving one listening socket (C{workers} in C{stack.toml}).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_static -*-
+# -*- test-case-name: tests.test_static -*-
 """
 The static service (C{twistd -n webstack-static}): the site in
 C{config/static/} at C{/static/}, and, at C{/rpy/}, the seeds' own way of

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_wsgi -*-
+# -*- test-case-name: tests.test_wsgi -*-
 """
 The WSGI service (C{twistd -n webstack-wsgi}): seed 004's L{WSGIResource}.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_wsgi_units -*-
+# -*- test-case-name: tests.test_wsgi_units -*-
 """
 The WSGI calls handed to a thread pool: bounded, and looked at once more
 when a thread takes each one up.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_wsgi -*-
+# -*- test-case-name: tests.test_wsgi -*-
 """
 A small but real WSGI application beside the seed's hello, served at
 C{/wsgi/app/}: a form that posts and echoes, a view of the WSGI environment,

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_wsgi -*-
+# -*- test-case-name: tests.test_wsgi -*-
 """
 C{Content-Length} for WSGI bodies returned whole.
 

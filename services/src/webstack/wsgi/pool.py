@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_wsgi_units -*-
+# -*- test-case-name: tests.test_wsgi_units -*-
 """
 The WSGI service's own thread pool: made, measured, started and stopped.
 

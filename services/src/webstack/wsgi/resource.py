@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_wsgi -*-
+# -*- test-case-name: tests.test_wsgi -*-
 """
 L{WSGIResource} with its calls bounded and skipped when nobody waits for
 them (L{webstack.wsgi.calls.BoundedCalls}).

@@ -12,15 +12,15 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
-from webstack.delayed.app import ENDPOINTS, IndexResource
-from webstack.delayed.base import BODY
-from webstack.delayed.deferred import DeferredDelayedResource
-from webstack.delayed.delay import DelayedResource
-from webstack.delayed.interruptible import InterruptibleDelayedResource
-from webstack.delayed.logged import LoggedDelayedResource
-from webstack.delayed.settings import Settings
-from webstack.delayed.stats import DelayStats, StatsResource
-from webstack.delayed.stream import StreamingResource
+from webstack.async_.app import ENDPOINTS, IndexResource
+from webstack.async_.base import BODY
+from webstack.async_.deferred import DeferredDelayedResource
+from webstack.async_.delay import DelayedResource
+from webstack.async_.interruptible import InterruptibleDelayedResource
+from webstack.async_.logged import LoggedDelayedResource
+from webstack.async_.settings import Settings
+from webstack.async_.stats import DelayStats, StatsResource
+from webstack.async_.stream import StreamingResource
 
 SEEDS = [
     DelayedResource,

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 Seed 000, "interrupted responses": C{request.notifyFinish()} fires its errback
 when the client goes away, and the errback cancels the pending delayed call,

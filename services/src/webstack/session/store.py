@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_sessions -*-
+# -*- test-case-name: tests.test_session -*-
 """
 Seed 004, "storing objects in the session": an C{ICounter} interface, a
 C{Counter} that implements it, C{registerAdapter(Counter, Session, ICounter)},

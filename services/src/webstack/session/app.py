@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_sessions -*-
+# -*- test-case-name: tests.test_session -*-
 """
 The session service (C{twistd -n webstack-session}): the three session seeds
 under C{/session/}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_sessions -*-
+# -*- test-case-name: tests.test_session -*-
 """
 Seed 004, "session endings": a C{Session} subclass with its own
 C{sessionTimeout}, set as the C{Site}'s C{sessionFactory}, and

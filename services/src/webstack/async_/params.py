@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 Query parameters of the delayed endpoints, checked before any work starts.
 

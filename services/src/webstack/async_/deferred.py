@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 Seed 003, "asynchronous responses via Deferred": the same delayed response as
 seed 001, with C{task.deferLater} and a callback instead of C{callLater}.
@@ -8,7 +8,7 @@ Deferred-returning API and this is how a real resource looks.
 
 What changed from the seed: the reactor is passed in, S comes from the query
 string, the body goes with its C{Content-Length}, and, as in
-L{webstack.delayed.delay}, a client that left is noted so the callback
+L{webstack.async_.delay}, a client that left is noted so the callback
 writes nothing and counts the work as I{wasted}.  (Cancelling
 the Deferred from C{notifyFinish} would cancel the delay too: that is what
 the front does to its upstream request, see L{webstack.front.proxy}.)

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 What happened to every delayed request, per endpoint: the figures a load test
 reads to check that each client abort reached the backend.

@@ -3,7 +3,7 @@ The session service: in memory on a L{Clock} (expiry, sliding on every
 visit, cookie flags, the counter, the expiry log, no caching, the bound on
 sessions held), and over loopback with two replicas behind the front (each
 session stays on the replica that holds it).  The session service beside the
-static service's .rpy sessions, through one front: test_rpy_sessions.
+static service's .rpy sessions, through one front: test_rpy_session.
 """
 
 import http.client
@@ -23,8 +23,8 @@ from webstack.runtime.metrics import HTTPMetrics
 from webstack.runtime.plugin import AppContext, loadServiceSettings
 from webstack.runtime.service import RuntimeSettings
 from webstack.runtime.site import RouteLabeler, WebSite
-from webstack.sessions import app
-from webstack.sessions.app import Settings, makeApp
+from webstack.session import app
+from webstack.session.app import Settings, makeApp
 
 from .support import request as httpRequest
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 A streamed response: C{request.write} called again and again over time, the
 first promise of seed 001 ("this method can be called repeatedly"), stopping

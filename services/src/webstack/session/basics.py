@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_sessions -*-
+# -*- test-case-name: tests.test_session -*-
 """
 Seed 004, "session basics": C{request.getSession()} and its C{uid}, and
 C{session.expire()}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 Seed 002, "logging errors": the interrupted response of seed 000, whose
 errback also logs the failure with a message saying where it came from.

@@ -1,10 +1,11 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 The async service (C{twistd -n webstack-async}): the delayed-response seeds
 000-003 under C{/async/}, with their counters at C{/async/stats}.
 
-(The package is called C{delayed} because C{async} is a Python keyword; the
-service, its route and its config table are called C{async}.)
+(The package is C{async_}, PEP 8's spelling of a name that is a Python
+keyword; the service, its route, its config table, its container and its
+plugin are all C{async}.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 The async service's settings: the C{[async]} table of C{stack.toml}.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 Seed 001, "asynchronous responses": C{reactor.callLater} + C{request.write} +
 C{request.finish}, and C{NOT_DONE_YET} from the render method.

@@ -32,7 +32,7 @@ from webstack.runtime.site import RouteLabeler, WebSite
 from webstack.static.app import Settings, makeApp
 
 from .support import request
-from .test_sessions import Browser, header
+from .test_session import Browser, header
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 RPY = b"/rpy/counter.rpy"

@@ -1,4 +1,4 @@
-# -*- test-case-name: webstack.tests.test_delayed -*-
+# -*- test-case-name: tests.test_async -*-
 """
 What the delayed endpoints share, so that each seed's own file holds only what
 that seed shows: the reactor they are given (never the global one, so tests
