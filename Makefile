@@ -192,3 +192,9 @@ scale: docker-check ## Run N replicas of a service: make scale SERVICE=async N=3
 	@test -n "$(SERVICE)" || { echo "usage: make scale SERVICE=name N=count"; exit 2; }
 	$(COMPOSE) up -d --no-deps --no-recreate --scale $(SERVICE)=$(N) $(SERVICE)
 	@services/docker/wait-healthy.sh 120
+
+demo: venv ## List the ops demos (make demo-NAME runs one against `make up`)
+	@$(PY) -m webstack.demos
+
+demo-%: venv docker-check ## Run one ops demo against the stack of `make up`: make demo-cancel
+	$(PY) -m webstack.demos $* $(if $(SHORT),--short)
