@@ -1,0 +1,113 @@
+"""
+Every ops demo, in its short form, against real containers: the demo's own
+verdict is the assertion (its exit status), and its narration is kept under
+the test's output, as the README shows it.  The stack runs as its own
+compose project on its own port, so neither a developer's stack nor
+test_compose's is touched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webstack.demos import DEMOS
+from webstack.demos.narration import Narrator
+from webstack.demos.traffic import percentile
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "webstack-demo"
+PORT = 18090
+ENV = {
+    **os.environ,
+    "COMPOSE_PROJECT_NAME": PROJECT,
+    "WEBSTACK_PUBLISH": f"127.0.0.1:{PORT}",
+    # The demos need the stack, not its monitoring.
+    "MONITORING": "0",
+}
+
+
+# In memory: the narration and the figures' arithmetic.
+
+
+def test_theNarrationTimesEveryLineAndEndsWithAVerdict():
+    now = [100.0]
+    out = io.StringIO()
+    say = Narrator("demo-x", out=out, clock=lambda: now[0])
+    say.step("first")
+    now[0] += 2.5
+    say.figure("answers", 3)
+    assert say.verdict(False, "it went wrong") is False
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[   0.0s] ==> first"
+    assert lines[1] == "[   2.5s]    = answers: 3"
+    assert lines[-1] == "demo-x: FAIL: it went wrong"
+    assert say.figures == {"answers": 3}
+
+
+def test_percentileIsTheNearestRank():
+    assert percentile([], 0.99) == 0.0
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([5.0], 0.99) == 5.0
+
+
+# Against the containers.
+
+
+def _engineAnswers() -> bool:
+    return shutil.which("docker") is not None and (
+        subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    )
+
+
+def _make(*targets, timeout=900):
+    result = subprocess.run(
+        ["make", *targets], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"make {' '.join(targets)}:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if not _engineAnswers():
+        pytest.skip("no Docker engine answers on this machine")
+    _make("down")
+    _make("up")
+    try:
+        yield PORT
+    finally:
+        _make("down")
+
+
+@pytest.mark.compose
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_theDemoPasses(stack, name, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "webstack.demos", name, "--short"],
+        cwd=ROOT,
+        env={**ENV, "PYTHONPATH": str(ROOT / "services" / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    (tmp_path / f"demo-{name}.txt").write_text(result.stdout + result.stderr)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"demo-{name}: PASS" in result.stdout
+
+
+def test_makeDemoListsEveryDemo():
+    result = subprocess.run(
+        ["make", "-s", "demo"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    for name in DEMOS:
+        assert f"make demo-{name}" in result.stdout
