@@ -53,8 +53,16 @@ DIGEST_KEY := config/auth/digest.key
 # worker and replica; made once, kept out of git.
 ROUTE_KEY := config/front/route.key
 
+# `make lock`: uv resolves for the images' Python and platform whatever the
+# host is (any wheel of a locked release still installs: every one is
+# hashed); UPGRADE=1 moves every pin to the newest release the inputs allow
+# (otherwise the pins that still fit are kept).
+LOCK_PYTHON ?= 3.11
+LOCK_PLATFORM ?= x86_64-manylinux_2_36
+UPGRADE ?=
+
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-load load load-ui run test test-unit test-integration bench clean \
+.PHONY: help venv venv-load lock load load-ui run test test-unit test-integration bench clean \
         docker-check wheels images up down ps logs restart scale user load-compose
 
 help: ## List the targets
@@ -70,7 +78,8 @@ $(VENV)/.installed: services/requirements.lock services/requirements-dev.lock
 	    else echo "$(PYTHON) cannot make a virtual environment: install python3-venv"; exit 1; fi; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r services/requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r services/requirements-dev.lock
 	@touch $@
 
 venv: $(VENV)/.installed ## Create .venv from the lock files
@@ -78,10 +87,63 @@ venv: $(VENV)/.installed ## Create .venv from the lock files
 $(LOADVENV)/.installed: loadtest/requirements.lock $(VENV)/.installed
 	rm -rf $(LOADVENV)
 	$(PYTHON) -m venv $(LOADVENV)
-	$(LOADVENV)/bin/pip install --quiet --disable-pip-version-check -r loadtest/requirements.lock
+	$(LOADVENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r loadtest/requirements.lock
 	@touch $@
 
 venv-load: $(LOADVENV)/.installed ## Create .venv-load (locust) from its lock file
+
+# Each lock is made in a copy of itself under build/lock/ (uv keeps the pins it
+# finds there that still fit), then given its header (what it is, what it was
+# made from and the sha256 of those requirements, which
+# services/tests/test_locks.py recomputes) and put in place only if it changed.
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --no-header --generate-hashes \
+  --only-binary :all: --python-version $(LOCK_PYTHON) --python-platform $(LOCK_PLATFORM) \
+  $(if $(UPGRADE),--upgrade)
+
+define LOCK_STAMP
+import hashlib, pathlib, re, sys, textwrap, tomllib
+made, lock, source, group, what = sys.argv[1:]
+if source.endswith(".toml"):
+    toml = tomllib.loads(pathlib.Path(source).read_text())
+    wanted = toml["project"]["dependencies"] + (toml["dependency-groups"][group] if group else [])
+    part = "[project] dependencies" + (" and [dependency-groups] " + group if group else "")
+else:
+    wanted = [line.split("#")[0] for line in pathlib.Path(source).read_text().splitlines()]
+    part = "requirements"
+wanted = "\n".join(line.strip() for line in wanted if line.strip())
+header = (" ".join(what.split()) + " Made by `make lock` (uv pip compile --generate-hashes,"
+          " for CPython $(LOCK_PYTHON) on $(LOCK_PLATFORM)) from the " + part + " of " + source +
+          ": never edit it by hand, change those and run `make lock`.")
+header = re.sub("`[^`]*`", lambda m: m.group().replace(" ", "\0"), header)
+text = "".join("# " + line.replace("\0", " ") + "\n" for line in textwrap.wrap(header, 78))
+text += "# input-sha256: " + hashlib.sha256(wanted.encode()).hexdigest() + "\n"
+text += pathlib.Path(made).read_text()
+if not pathlib.Path(lock).exists() or pathlib.Path(lock).read_text() != text:
+    pathlib.Path(lock).write_text(text)
+    print("wrote", lock)
+endef
+export LOCK_STAMP
+
+lock: venv ## Re-resolve the lock files (with hashes) from their inputs; UPGRADE=1: newest releases
+	@mkdir -p build/lock/services build/lock/loadtest
+	cp services/requirements.lock build/lock/services/requirements.lock
+	$(LOCK_COMPILE) services/pyproject.toml -o build/lock/services/requirements.lock
+	@$(PY) -c "$$LOCK_STAMP" build/lock/services/requirements.lock services/requirements.lock \
+	  services/pyproject.toml "" "Exact versions, with hashes, of everything the services \
+	  run on: the image installs these wheels (build/wheels) with --require-hashes."
+	cp services/requirements-dev.lock build/lock/services/requirements-dev.lock
+	$(LOCK_COMPILE) services/pyproject.toml --group services/pyproject.toml:dev \
+	  -c services/requirements.lock -o build/lock/services/requirements-dev.lock
+	@$(PY) -c "$$LOCK_STAMP" build/lock/services/requirements-dev.lock services/requirements-dev.lock \
+	  services/pyproject.toml dev "The services' lock (the same pins) plus the test runner \
+	  and the lock tool: .venv, never an image."
+	cp loadtest/requirements.lock build/lock/loadtest/requirements.lock
+	$(LOCK_COMPILE) loadtest/requirements.in -o build/lock/loadtest/requirements.lock
+	@$(PY) -c "$$LOCK_STAMP" build/lock/loadtest/requirements.lock loadtest/requirements.lock \
+	  loadtest/requirements.in "" "The load generator's own environment (.venv-load, the \
+	  locust image): locust must never share a process with a Twisted service (importing \
+	  it patches the reactor's epoll away)."
 
 LOAD_ARGS = $(if $(HOST),--host $(HOST)) $(if $(USERS),--users $(USERS)) \
             $(if $(SPAWN),--spawn-rate $(SPAWN)) $(if $(DURATION),--duration $(DURATION)) \
@@ -138,14 +200,14 @@ $(WHEELS)/.done: services/requirements.lock $(VENV)/.installed
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	$(VENV)/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
 	  --python-version 3.11 --implementation cp --abi cp311 $(PLATFORMS) \
-	  -d $(WHEELS) -r services/requirements.lock
+	  --require-hashes -d $(WHEELS) -r services/requirements.lock
 	@touch $@
 
 build/wheels-load/.done: loadtest/requirements.lock $(VENV)/.installed
 	rm -rf build/wheels-load && mkdir -p build/wheels-load
 	$(VENV)/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
 	  --python-version 3.11 --implementation cp --abi cp311 $(PLATFORMS) \
-	  -d build/wheels-load -r loadtest/requirements.lock
+	  --require-hashes -d build/wheels-load -r loadtest/requirements.lock
 	@touch $@
 
 export LOAD_UID := $(shell id -u)
