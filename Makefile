@@ -255,6 +255,52 @@ scale: docker-check ## Run N replicas of a service: make scale SERVICE=async N=3
 	$(COMPOSE) up -d --no-deps --no-recreate --scale $(SERVICE)=$(N) $(SERVICE)
 	@services/docker/wait-healthy.sh 120
 
+# The fault switch (webstack.runtime.faults): every service container has
+# one on its own loopback (WEBSTACK_<SERVICE>_ADMIN_LISTEN in
+# docker-compose.yml), reached with docker exec. The values go to the
+# program through the environment, never through the shell's parsing of
+# these lines, and are checked before anything is changed.
+LATENCY ?=
+ERRORS ?=
+RESET ?=
+ROUTE ?=
+REPLICA ?=
+FAULT_SERVICES = $(shell PYTHONPATH=services/src $(PYTHON) -c \
+  'from webstack.registry import SERVICES; print(*(s.name for s in SERVICES))')
+FAULT_VALUES = --route "$${WEBSTACK_FAULT_ROUTE:-*}" --latency "$${WEBSTACK_FAULT_LATENCY:-0}" \
+  --errors "$${WEBSTACK_FAULT_ERRORS:-0}" --reset "$${WEBSTACK_FAULT_RESET:-0}"
+# "service container" for each running container of SERVICE (else of every
+# service), only REPLICA's (its name or its number) if given.
+FAULT_CONTAINERS = for s in $${WEBSTACK_FAULT_SERVICE:-$(FAULT_SERVICES)}; do \
+    docker ps --filter "label=com.docker.compose.project=$(COMPOSE_PROJECT_NAME)" \
+      --filter "label=com.docker.compose.service=$$s" \
+      --format "$$s {{.Label \"com.docker.compose.container-number\"}} {{.Names}}"; \
+  done | sort -k1,1 -k2,2n | \
+  awk -v r="$$WEBSTACK_FAULT_REPLICA" 'r == "" || $$2 == r || $$3 == r { print $$1, $$3 }'
+FAULT_EACH = found=$$($(FAULT_CONTAINERS)); test -n "$$found" || { echo "no running container \
+  of $${WEBSTACK_FAULT_SERVICE:-any service}$${WEBSTACK_FAULT_REPLICA:+ (replica \
+  $$WEBSTACK_FAULT_REPLICA)} in $(COMPOSE_PROJECT_NAME): make up, make ps"; exit 1; }; \
+  echo "$$found" | while read -r service name; do docker exec "$$name" python -m webstack.runtime.faults
+.PHONY: fault fault-clear
+fault fault-clear: export WEBSTACK_FAULT_SERVICE := $(SERVICE)
+fault fault-clear: export WEBSTACK_FAULT_REPLICA := $(REPLICA)
+fault fault-clear: export WEBSTACK_FAULT_ROUTE := $(ROUTE)
+fault: export WEBSTACK_FAULT_LATENCY := $(LATENCY)
+fault: export WEBSTACK_FAULT_ERRORS := $(ERRORS)
+fault: export WEBSTACK_FAULT_RESET := $(RESET)
+
+fault: venv docker-check ## Slow or fail a service: make fault SERVICE=async LATENCY=200ms ERRORS=5% [RESET=1%] [ROUTE=/async/] [REPLICA=2]
+	@test -n "$(SERVICE)" -a -n "$(LATENCY)$(ERRORS)$(RESET)" || { echo "usage: make fault" \
+	  "SERVICE=name [LATENCY=200ms] [ERRORS=5%] [RESET=1%] [ROUTE=/prefix/ (default: every" \
+	  "route)] [REPLICA=container name or number (default: every one)]; make fault-clear" \
+	  "[SERVICE=name] clears"; exit 2; }
+	@$(PY) -m webstack.runtime.faults check $(FAULT_VALUES) >/dev/null
+	@$(FAULT_EACH) set --service "$$service" $(FAULT_VALUES) || exit $$?; done
+
+fault-clear: docker-check ## Clear the faults of every service (or SERVICE=, REPLICA=, ROUTE=)
+	@$(FAULT_EACH) clear --service "$$service" \
+	  $${WEBSTACK_FAULT_ROUTE:+--route "$$WEBSTACK_FAULT_ROUTE"} || exit $$?; done
+
 demo: venv ## List the ops demos (make demo-NAME runs one against `make up`)
 	@$(PY) -m webstack.demos
 
