@@ -29,7 +29,7 @@ from webstack.auth import users
 from webstack.auth.app import ThrottledGuard, authMetrics
 from webstack.auth.cache import VerifiedCredentials
 from webstack.auth.checkpool import BoundedCalls, ChecksBusy
-from webstack.auth.digest import TrustedProxies
+from webstack.runtime.networks import TrustedProxies
 from webstack.auth.login import Judge, schemeLabel, userKey
 from webstack.auth.passwords import HtpasswdChecker, WatchedFile, bcryptHash, htdigestHash
 from webstack.auth.throttle import FailureThrottle

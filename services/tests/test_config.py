@@ -14,7 +14,7 @@ from webstack.front.settings import loadSettings as loadFrontSettings
 from webstack.localstack import TWISTD
 from webstack.runtime.config import ConfigError, envName, readConfig
 from webstack.runtime.plugin import loadServiceSettings
-from webstack.runtime.service import RuntimeSettings
+from webstack.runtime.settings import RuntimeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "config" / "stack.toml"

@@ -27,7 +27,7 @@ from webstack.runtime.config import ConfigError
 from webstack.runtime.health import Health
 from webstack.runtime.metrics import HTTPMetrics
 from webstack.runtime.plugin import AppContext
-from webstack.runtime.service import RuntimeSettings
+from webstack.runtime.settings import RuntimeSettings
 from webstack.runtime.site import RouteLabeler, WebSite
 from webstack.static.app import Settings, makeApp
 
@@ -51,7 +51,6 @@ def rpySite(**settings):
     clock = Clock()
     registry = CollectorRegistry()
     context = AppContext(
-        name="static",
         reactor=clock,
         runtime=RuntimeSettings(),
         settings=Settings(**settings),

@@ -21,7 +21,7 @@ from webstack.runtime.config import ConfigError
 from webstack.runtime.health import Health
 from webstack.runtime.metrics import HTTPMetrics
 from webstack.runtime.plugin import AppContext, loadServiceSettings
-from webstack.runtime.service import RuntimeSettings
+from webstack.runtime.settings import RuntimeSettings
 from webstack.runtime.site import RouteLabeler, WebSite
 from webstack.session import app
 from webstack.session.app import Settings, makeApp
@@ -66,7 +66,6 @@ def makeWorld(**settings):
     clock = Clock()
     registry = CollectorRegistry()
     context = AppContext(
-        name="session",
         reactor=clock,
         runtime=RuntimeSettings(),
         settings=Settings(**{"timeout": 60.0, **settings}),

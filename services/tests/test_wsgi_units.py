@@ -315,6 +315,51 @@ def test_theDeadlineIsTheStopsOwnWhenNoShutdownWasSeen():
     held.release.set()
 
 
+def test_theRuntimesDrainStartsTheCallsDeadline():
+    """
+    Built by the runtime, the service's pool counts C{drain_timeout} from
+    when the runtime's drain begins (its drain hook), not from its own stop
+    after the drain: a drain of 8 s leaves the calls 2 s, plus the grace.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    from webstack.runtime.plugin import buildService
+    from webstack.runtime.settings import RuntimeSettings
+    from webstack.wsgi import app as wsgiApp
+
+    reactor = ThreadedClock()
+    service = buildService(
+        wsgiApp,
+        RuntimeSettings(drain_timeout=10.0),
+        wsgiApp.Settings(threads_min=1, threads_max=1),
+        reactor,
+        endpoint=object(),  # never listens: the site is driven in memory
+    )
+    [pool] = [child for child in service if isinstance(child, ThreadPoolService)]
+    pool.startService()
+    held = Held()
+    pool.calls.run(held, lambda: True)
+    assert held.started.wait(WAIT)
+    # A client connection that takes 8 s to close once the drain asks it to.
+    client = service.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    client.makeConnection(StringTransport())
+    stopped = []
+    service.stopService().addCallback(stopped.append)
+    reactor.advance(8)
+    client.connectionLost(Failure(ConnectionDone()))
+    reactor.advance(2 + pool.graceSeconds - 0.001)
+    assert stopped == []
+    reactor.advance(0.001)
+    assert stopped == [None]
+    held.release.set()
+    for thread in pool.pool.threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
 def test_thePoolsGaugesIncludeTheQueueBound():
     pool = ThreadPool(0, 4, name="test")
     registry = CollectorRegistry()

@@ -24,6 +24,8 @@ from .settings import SECTION, Settings
 from .stats import DelayStats, StatsResource
 from .stream import StreamingResource
 
+__all__ = ["SECTION", "Settings", "makeApp"]
+
 ENDPOINTS = {
     b"delay": (DelayedResource, "001", "callLater, write, finish, NOT_DONE_YET"),
     b"deferred": (DeferredDelayedResource, "003", "the same with task.deferLater"),
@@ -75,9 +77,5 @@ def makeApp(context: AppContext) -> App:
 
     root = Resource()
     root.putChild(SECTION.encode(), demos)
-    context.mountOps(root)
     routes = [f"/{SECTION}/{name.decode()}" for name in ENDPOINTS]
-    return App(
-        resource=root,
-        routes=[*routes, "/async/stats", "/healthz", "/readyz", "/metrics"],
-    )
+    return App(resource=root, routes=[*routes, "/async/stats"])

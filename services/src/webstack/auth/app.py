@@ -22,7 +22,6 @@ What changed from the seed, and why:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from prometheus_client import Counter
 from twisted.cred.portal import Portal
@@ -30,47 +29,21 @@ from twisted.logger import Logger
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import Resource
 
-from webstack.runtime.config import setting
+from webstack.runtime.networks import TrustedProxies
 from webstack.runtime.plugin import App, AppContext
 
 from .cache import VerifiedCredentials
 from .checkpool import CheckPoolCollector, ThreadPoolService, checkPool
-from .digest import SharedDigestCredentialFactory, TrustedProxies
+from .digest import SharedDigestCredentialFactory
 from .login import SCHEMES, Judge, ObservedLogin, schemeLabel
 from .passwords import HtdigestChecker, HtpasswdChecker
 from .realm import PublicHTMLRealm
+from .settings import SECTION, Settings
 from .throttle import FailureThrottle
 
-SECTION = "auth"
+__all__ = ["SECTION", "Settings", "makeApp"]
+
 log = Logger(namespace="webstack.auth")
-
-
-@dataclass(frozen=True)
-class Settings:
-    realm: str = setting("webstack", help="the HTTP authentication realm")
-    homes: str = setting("auth/home", help="<user>/public_html lives here")
-    htpasswd: str = setting("auth/htpasswd", help="bcrypt hashes, for Basic")
-    htdigest: str = setting("auth/htdigest", help="HA1 hashes, for Digest")
-    digest_key: str = setting("", help="key signing Digest challenges (all replicas)")
-    digest_key_file: str = setting("auth/digest.key", help="... or a file holding it")
-    trusted_proxies: str = setting(
-        "127.0.0.1/32,::1/128", help="peers whose X-Forwarded-For is believed"
-    )
-    max_failures: int = setting(5, minimum=1, maximum=1000)
-    failure_window: float = setting(60.0, minimum=1, maximum=86400)
-    lockout_seconds: float = setting(30.0, minimum=1, maximum=86400)
-    check_threads: int = setting(
-        2, minimum=1, maximum=64, help="threads checking bcrypt passwords (about one per CPU)"
-    )
-    check_queue: int = setting(
-        8, minimum=0, maximum=10000, help="password checks that may wait for a thread; more get 503"
-    )
-    cache_seconds: float = setting(
-        60.0, minimum=0, maximum=3600, help="a Basic login that passed is not checked again this long (0: off)"
-    )
-    cache_entries: int = setting(
-        1024, minimum=1, maximum=1_000_000, help="most Basic logins remembered (least recently used go first)"
-    )
 
 
 class ThrottledGuard(Resource):
@@ -197,9 +170,7 @@ def makeApp(context: AppContext) -> App:
             HtdigestChecker(context.configPath(settings.htdigest).path, settings.realm),
         ],
     )
-    proxies = TrustedProxies(
-        filter(None, (n.strip() for n in settings.trusted_proxies.split(",")))
-    )
+    proxies = settings.trustedProxies()
     realm = settings.realm.encode("utf-8")
     factories = [
         BasicCredentialFactory(realm),
@@ -212,9 +183,4 @@ def makeApp(context: AppContext) -> App:
     root.putChild(
         b"auth", ThrottledGuard(portal, factories, Judge(throttle, metrics, log), proxies)
     )
-    context.mountOps(root)
-    return App(
-        resource=root,
-        routes=["/auth/", "/healthz", "/readyz", "/metrics"],
-        children=[ThreadPoolService(pool)],
-    )
+    return App(resource=root, routes=["/auth/"], children=[ThreadPoolService(pool)])

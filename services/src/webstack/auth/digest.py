@@ -7,36 +7,14 @@ key made at random per process, bound to the client's address.  Behind a
 proxy that address is the proxy's, and with two replicas a challenge from one
 fails at the other.  Here the key comes from the settings (the same for
 every replica) and the client's address is the one the front forwarded, when
-the connection comes from a trusted proxy.
+the connection comes from a trusted proxy (L{TrustedProxies}).
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
-
 from twisted.web.guard import DigestCredentialFactory
 
-
-class TrustedProxies:
-    """
-    Which peers may tell us the client's address (C{X-Forwarded-For}).
-    """
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-
-    def clientHost(self, request) -> str:
-        peer = getattr(request.getClientAddress(), "host", "")
-        try:
-            trusted = any(ipaddress.ip_address(peer) in n for n in self._networks)
-        except ValueError:
-            trusted = False
-        if trusted:
-            forwarded = request.getHeader(b"x-forwarded-for")
-            if forwarded:
-                return forwarded.split(b",")[-1].strip().decode("ascii", "replace")
-        return peer
+from webstack.runtime.networks import TrustedProxies
 
 
 class SharedDigestCredentialFactory(DigestCredentialFactory):

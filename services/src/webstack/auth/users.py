@@ -26,11 +26,11 @@ import tempfile
 
 from twisted.python.filepath import FilePath
 
-from webstack.runtime.config import ConfigError, Layer, buildSettings, configPath, readConfig, table
-from webstack.runtime.service import RuntimeSettings
+from webstack.runtime.config import ConfigError, configPath, readConfig
+from webstack.runtime.settings import ownSettings
 
-from .app import SECTION, Settings
 from .passwords import bcryptHash, htdigestHash
+from .settings import SECTION, Settings
 
 _NAME = re.compile(r"\A[a-z][a-z0-9_-]{0,31}\Z")
 
@@ -66,11 +66,7 @@ def main(argv=None) -> int:
     path = args.config or configPath()
     try:
         document = readConfig(path)
-        settings = buildSettings(
-            Settings,
-            [Layer((SECTION,), table(document, SECTION), path)],
-            foreignKeys={f for f in RuntimeSettings.__dataclass_fields__},
-        )
+        settings = ownSettings(Settings, document, SECTION, os.environ, path)
     except ConfigError as e:
         print(f"webstack.auth.users: {e}", file=sys.stderr)
         return 2

@@ -16,54 +16,21 @@ refused at once with C{503} and C{Retry-After} (L{webstack.cgi.slots}).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from html import escape
 
 from prometheus_client import Counter, Gauge
 from twisted.python.filepath import FilePath, InsecurePath
 from twisted.web.resource import Resource
 
-from webstack.runtime.config import ConfigError, setting
 from webstack.runtime.errors import ErrorPage
 from webstack.runtime.metrics import adder
 from webstack.runtime.plugin import App, AppContext
 
 from .scripts import SETSID, Guard, GuardedCGIScript, GuardedFilteredScript, log
+from .settings import SECTION, Settings
 from .slots import ScriptSlots
 
-SECTION = "cgi"
-
-
-@dataclass(frozen=True)
-class Settings:
-    root: str = setting("cgi-bin", help="the scripts, relative to stack.toml's directory")
-    timeout: float = setting(10.0, minimum=0.1, maximum=3600, help="stop a script after (s)")
-    kill_grace: float = setting(2.0, minimum=0, maximum=60, help="SIGTERM to SIGKILL (s)")
-    interpreters: str = setting(
-        ".sh=/bin/sh", help="extension=interpreter, comma-separated (FilteredScript)"
-    )
-    pass_env: str = setting("PATH,LANG,TZ", help="server variables a script may see")
-    max_processes: int = setting(
-        32, minimum=1, maximum=4096, help="scripts running at once; more get 503 at once"
-    )
-    retry_after: int = setting(
-        1, minimum=0, maximum=3600, help="s, the Retry-After of a 503 when all are running"
-    )
-
-    def interpreterMap(self) -> dict[str, str]:
-        mapping = {}
-        for item in filter(None, (p.strip() for p in self.interpreters.split(","))):
-            extension, sep, program = item.partition("=")
-            if not sep or not extension.startswith(".") or not program.startswith("/"):
-                raise ConfigError(
-                    f"cgi.interpreters = {self.interpreters!r} is invalid: {item!r}"
-                    " is not .ext=/absolute/interpreter"
-                )
-            mapping[extension] = program
-        return mapping
-
-    def __post_init__(self) -> None:
-        self.interpreterMap()
+__all__ = ["SECTION", "Settings", "makeApp"]
 
 
 class ScriptDirectory(Resource):
@@ -157,7 +124,7 @@ def makeApp(context: AppContext) -> App:
         reactor=context.reactor,
         timeout=settings.timeout,
         killGrace=settings.kill_grace,
-        passEnv=tuple(filter(None, (n.strip() for n in settings.pass_env.split(",")))),
+        passEnv=settings.passEnv(),
         count=lambda script, outcome: runs.labels(script, outcome).inc(),
         slots=ScriptSlots(settings.max_processes, adder(running)),
         retryAfter=settings.retry_after,
@@ -168,5 +135,4 @@ def makeApp(context: AppContext) -> App:
     )
     root = Resource()
     root.putChild(b"cgi", scripts)
-    context.mountOps(root)
-    return App(resource=root, routes=["/cgi/", "/healthz", "/readyz", "/metrics"])
+    return App(resource=root, routes=["/cgi/"])

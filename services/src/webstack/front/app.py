@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_front_integration -*-
 """
 The front (C{twistd -n webstack-front}): the landing page at C{/}, its own
-C{/-/healthz}, C{/-/readyz} and C{/-/metrics}, and every configured route
-proxied to its service's replicas.
+C{/-/healthz}, C{/-/readyz} and C{/-/metrics} (mounted by the runtime at
+C{/-/}, as every service's at C{/}), and every configured route proxied to
+its service's replicas.
 """
 
 from __future__ import annotations
@@ -92,14 +93,16 @@ def bodyLimits(routes, default: int):
 class FrontRoot(Resource):
     """
     Dispatch on the whole path: a route's prefix (longest first), C{/-/}
-    for the front's own endpoints, C{/} for the landing page.
+    for the front's own endpoints (its child C{-}, where the runtime puts
+    them), C{/} for the landing page.
     """
 
-    def __init__(self, proxies: list[tuple[bytes, RouteProxy]], landing, ops) -> None:
+    def __init__(self, proxies: list[tuple[bytes, RouteProxy]], landing) -> None:
         super().__init__()
         self._proxies = sorted(proxies, key=lambda pair: len(pair[0]), reverse=True)
         self._landing = landing
-        self._ops = ops
+        self._ops = Resource()
+        self.putChild(b"-", self._ops)
 
     def getChildWithDefault(self, name, request):
         path = request.path
@@ -175,9 +178,6 @@ def makeApp(context: AppContext) -> App:
         )
         for route in settings.routes
     ]
-    ops = Resource()
-    context.mountOps(ops)
-
     def upstreamsKnown():
         missing = [
             name
@@ -201,11 +201,10 @@ def makeApp(context: AppContext) -> App:
 
     return App(
         resource=FrontRoot(
-            proxies,
-            LandingPage(settings.routes, replicaSets, gauges, context.metricsDir),
-            ops,
+            proxies, LandingPage(settings.routes, replicaSets, gauges, context.metricsDir)
         ),
         routes=[r.prefix for r in settings.routes] + ["/-/"],
+        opsPath="/-/",
         children=[
             TimerService(settings.resolve_interval, refreshAll),
             TimerService(1.0, pool.sweep),

@@ -26,10 +26,11 @@ from webstack.runtime.config import (
     Layer,
     buildSettings,
     envName,
+    parsedList,
     setting,
     table,
 )
-from webstack.runtime.service import RuntimeSettings
+from webstack.runtime.settings import ownSettings, runtimeSettings
 
 from .affinity import validCookieName, validCookiePath
 
@@ -85,17 +86,22 @@ class RouteSettings:
 
         @raise ConfigError: if one is malformed.
         """
-        result = []
-        for item in filter(None, (part.strip() for part in self.upstream.split(","))):
-            host, sep, port = item.rpartition(":")
-            host = host.strip("[]")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(
-                    f"front.routes.{self.name}.upstream = {self.upstream!r} is invalid:"
-                    f" {item!r} is not host:port"
-                )
-            result.append((host, int(port)))
-        return result
+        return list(
+            parsedList(self.upstream, f"front.routes.{self.name}.upstream", hostPort, "host:port")
+        )
+
+
+def hostPort(item: str) -> tuple[str, int]:
+    """
+    C{host:port} (C{[v6-address]:port} too) as C{(host, port)}.
+
+    @raise ValueError: if C{item} is not that, or the port is not 1 to 65535.
+    """
+    host, sep, port = item.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(item)
+    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -211,14 +217,8 @@ def loadSettings(
 
     @raise ConfigError: naming the first bad key.
     """
-    runtimeKeys = {f.name for f in dataclasses.fields(RuntimeSettings)}
     front = table(document, SECTION)
-    base = buildSettings(
-        Settings,
-        [Layer((SECTION,), front, source)],
-        environ,
-        foreignKeys=runtimeKeys | set(SUBTABLES),
-    )
+    base = ownSettings(Settings, document, SECTION, environ, source, subtables=SUBTABLES)
     if not base.route_cookie.isascii() or not validCookieName(base.route_cookie.encode()):
         raise ConfigError(
             f"{source}: front.route_cookie = {base.route_cookie!r} is invalid:"
@@ -287,14 +287,8 @@ def _serviceBodyLimit(
     its own limit only for the service to refuse it.
     """
     service = route.service or route.name
-    runtime = buildSettings(
-        RuntimeSettings,
-        [
-            Layer(("runtime",), table(document, "runtime"), source),
-            Layer((service,), table(document, service), source),
-        ],
-        environ,
-        foreignKeys=set(table(document, service)),
+    runtime = runtimeSettings(
+        document, service, environ, source, otherKeys=table(document, service)
     )
     return runtime.max_body_bytes
 

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, get_type_hints
 
 ENV_PREFIX = "WEBSTACK_"
@@ -174,6 +174,41 @@ def _check(name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
             raise ValueError(f"allowed values are {', '.join(choices)}")
         return value
     raise TypeError(f"unsupported setting type {kind!r} for {name}")
+
+
+def commaList(text: str) -> tuple[str, ...]:
+    """
+    The items of a comma-separated setting (C{"PATH, LANG,TZ"}): each one
+    stripped, empty ones dropped, so C{""} is no item and a trailing comma
+    is harmless.
+    """
+    return tuple(item for item in (part.strip() for part in text.split(",")) if item)
+
+
+def parsedList(
+    text: str, key: str, parse: Callable[[str], T], expected: str
+) -> tuple[T, ...]:
+    """
+    The items of a comma-separated setting, each one made into a value by
+    C{parse} (see L{commaList}).
+
+    @param key: the setting C{text} came from (C{"auth.trusted_proxies"}),
+        for the error.
+    @param parse: makes one item's value; raises C{ValueError} if it cannot.
+    @param expected: what an item should be, for the error (C{"host:port"}).
+
+    @raise ConfigError: naming C{key}, its value and the first item that is
+        not C{expected}.
+    """
+    values = []
+    for item in commaList(text):
+        try:
+            values.append(parse(item))
+        except ValueError:
+            raise ConfigError(
+                f"{key} = {text!r} is invalid: {item!r} is not {expected}"
+            ) from None
+    return tuple(values)
 
 
 def _range(lo: float | None, hi: float | None) -> str:

@@ -2,23 +2,30 @@
 """
 Turning a service module into a twistd plugin (C{twistd -n webstack-async}).
 
-A service module provides:
+A service's C{app} module (L{webstack.registry.Service.module}) provides:
 
   - C{SECTION}: its table in C{stack.toml} (C{"async"}, C{"front"}, ...);
-  - C{Settings}: a frozen dataclass of its own settings (see L{setting});
+  - C{Settings}: a frozen dataclass of its own settings (see
+    L{webstack.runtime.config.setting});
   - C{makeApp(context: AppContext) -> App}: its resources and helpers;
-  - optionally C{loadSettings(document, environ) -> Settings}, when its table
-    holds sub-tables (the front's routes).
+  - optionally C{SUBTABLES}, the names of its table's sub-tables, and
+    C{loadSettings(document, environ, source) -> Settings} to read them (the
+    front's routes).
+
+The first two (and the last two) come from the package's C{settings} module,
+which imports nothing of the app, so a tool reads the settings without it
+(C{webstack.auth.users}).
 
 The runtime does everything else the same way for every service: settings and
-their errors, the site and its limits, health, metrics, logging, draining.
-The plugin file imports only this module, and the service module is imported
-by name when the service is made, so C{twistd --help} stays fast.
+their errors (L{webstack.runtime.settings}), the site and its limits, health,
+metrics, logging, draining, and the operators' endpoints (C{/healthz},
+C{/readyz}, C{/metrics}: L{webstack.runtime.ops}).  The plugin file imports
+only this module, and the service module is imported by name when the
+service is made, so C{twistd --help} stays fast.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -31,13 +38,15 @@ from twisted.plugin import IPlugin
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.reflect import namedAny
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from .config import ConfigError, Layer, buildSettings, configPath, readConfig, table
-from .health import Health, LivenessResource, ReadinessResource
-from .metrics import HTTPMetrics, MetricsResource
-from .service import RuntimeSettings, WebService, listeningEndpoint
+from .config import ConfigError, configPath, readConfig
+from .health import Health
+from .metrics import HTTPMetrics
+from .ops import mountOps, opsResources
+from .service import WebService, listeningEndpoint
+from .settings import RuntimeSettings, fieldNames, ownSettings, runtimeSettings
 from .site import RouteLabeler, WebSite
 from .workers import WorkerCommand, WorkerParent, workerCount, workerRequestFactory
 
@@ -46,9 +55,12 @@ from .workers import WorkerCommand, WorkerParent, workerCount, workerRequestFact
 class AppContext:
     """
     What a service's C{makeApp} is given.
+
+    @ivar health: its readiness, to which it may add checks.
+    @ivar metricsDir: the directory of the workers' shared metrics, if the
+        service runs as several workers (L{webstack.runtime.workers}).
     """
 
-    name: str
     reactor: Any
     runtime: RuntimeSettings
     settings: Any
@@ -67,33 +79,22 @@ class AppContext:
             return FilePath(relative)
         return self.configDir.preauthChild(relative)
 
-    def opsResources(self) -> dict[bytes, Resource]:
-        """
-        C{healthz}, C{readyz} and C{metrics}, for the service to mount.
-        """
-        return {
-            b"healthz": LivenessResource(),
-            b"readyz": ReadinessResource(self.health),
-            b"metrics": MetricsResource(self.registry, self.metricsDir),
-        }
-
-    def mountOps(self, parent: Resource) -> Resource:
-        """
-        Put the L{opsResources} under C{parent}; return C{parent}.
-        """
-        for name, resource in self.opsResources().items():
-            parent.putChild(name, resource)
-        return parent
-
 
 @dataclass
 class App:
     """
     What a service's C{makeApp} returns.
 
-    @ivar resource: the root of its resource tree.
-    @ivar routes: the path prefixes its metrics are labelled by.
+    @ivar resource: the root of its resource tree.  The runtime adds the
+        operators' endpoints to it, at C{opsPath}.
+    @ivar routes: the path prefixes its metrics are labelled by (the
+        runtime adds the operators' endpoints).
+    @ivar opsPath: where the runtime puts C{healthz}, C{readyz} and
+        C{metrics} in the tree (L{webstack.runtime.ops.mountOps}).
     @ivar children: services started and stopped with it (timers, pools).
+    @ivar drainHooks: called in order when the drain begins, before any
+        request is waited for (a child whose stop shares the drain's
+        deadline notes the time).
     @ivar stopHooks: called in order after the drain; each may return a
         Deferred.
     @ivar configureSite: called with the L{WebSite} once it is made, for a
@@ -103,16 +104,14 @@ class App:
         the service reads form fields.
     """
 
-    resource: IResource
+    resource: Resource
     routes: Sequence[str]
+    opsPath: str = "/"
     children: Sequence[IService] = ()
+    drainHooks: Sequence[Callable[[], Any]] = ()
     stopHooks: Sequence[Callable[[], Any]] = field(default_factory=list)
     configureSite: Callable[[WebSite], None] | None = None
     parseForms: bool = False
-
-
-def _fieldNames(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
 
 
 def loadServiceSettings(
@@ -124,26 +123,16 @@ def loadServiceSettings(
     @raise ConfigError: naming the first bad key.
     """
     section = module.SECTION
-    own = module.Settings
-    subtables = set(getattr(module, "SUBTABLES", ()))
-    runtime = buildSettings(
-        RuntimeSettings,
-        [
-            Layer(("runtime",), table(document, "runtime"), source),
-            Layer((section,), table(document, section), source),
-        ],
-        environ,
-        foreignKeys=_fieldNames(own) | subtables,
+    subtables = frozenset(getattr(module, "SUBTABLES", ()))
+    runtime = runtimeSettings(
+        document, section, environ, source, otherKeys=fieldNames(module.Settings) | subtables
     )
     loader = getattr(module, "loadSettings", None)
     if loader is not None:
         settings = loader(document, environ, source)
     else:
-        settings = buildSettings(
-            own,
-            [Layer((section,), table(document, section), source)],
-            environ,
-            foreignKeys=_fieldNames(RuntimeSettings) | subtables,
+        settings = ownSettings(
+            module.Settings, document, section, environ, source, subtables=subtables
         )
     return runtime, settings
 
@@ -169,7 +158,6 @@ def buildService(
     registry = CollectorRegistry(auto_describe=True)
     health = Health()
     context = AppContext(
-        name=module.SECTION,
         reactor=reactor,
         runtime=runtime,
         settings=settings,
@@ -179,11 +167,14 @@ def buildService(
         metricsDir=metricsDir,
     )
     app = module.makeApp(context)
+    opsRoutes = mountOps(
+        app.resource, app.opsPath, opsResources(health, registry, metricsDir)
+    )
     site = WebSite(
         app.resource,
         reactor=reactor,
         metrics=HTTPMetrics(registry),
-        routeLabeler=RouteLabeler(app.routes),
+        routeLabeler=RouteLabeler([*app.routes, *opsRoutes]),
         idleTimeout=runtime.idle_timeout,
         headTimeout=runtime.head_timeout,
         bodyTimeout=runtime.body_timeout,
@@ -208,6 +199,7 @@ def buildService(
         health=health,
         drainTimeout=runtime.drain_timeout,
         children=app.children,
+        drainHooks=app.drainHooks,
         stopHooks=app.stopHooks,
         handleSigterm=True,
     )

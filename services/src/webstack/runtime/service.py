@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_config,tests.test_front_integration -*-
 """
-What runs one webstack service: its runtime settings, the listening endpoint
-(with an explicit backlog: Twisted's default of 50 drops connections under a
-burst), and a graceful stop that drains in-flight requests.
+What runs one webstack service: the listening endpoint (with an explicit
+backlog: Twisted's default of 50 drops connections under a burst), and a
+graceful stop that drains in-flight requests.  Its settings are
+L{webstack.runtime.settings.RuntimeSettings}.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -19,64 +19,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 
-from .config import ConfigError, setting
+from .config import ConfigError
 from .health import Health
 from .site import WebSite
 from .writes import coalesceWrites
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """
-    The settings every service has.  They are read from C{[runtime]}, then
-    from the service's own table, so one service can differ from the rest.
-    """
-
-    listen: str = setting(
-        "tcp:8080:interface=127.0.0.1",
-        help="endpoint description to listen on (twisted strports syntax)",
-    )
-    backlog: int = setting(1024, minimum=1, maximum=65535, help="listen backlog")
-    idle_timeout: float = setting(
-        60.0, minimum=1, maximum=3600, help="close a connection idle this long (s)"
-    )
-    head_timeout: float = setting(
-        10.0, minimum=0.1, maximum=300, help="a request head must arrive within (s)"
-    )
-    body_timeout: float = setting(
-        60.0, minimum=0.1, maximum=3600, help="a request body must arrive within (s)"
-    )
-    max_header_bytes: int = setting(
-        16384, minimum=1024, maximum=1 << 20, help="largest request head (bytes)"
-    )
-    max_headers: int = setting(
-        100, minimum=1, maximum=1000, help="most header fields in a request"
-    )
-    max_body_bytes: int = setting(
-        1 << 20, minimum=0, maximum=1 << 30, help="largest request body (bytes)"
-    )
-    write_timeout: float = setting(
-        60.0,
-        minimum=0,
-        maximum=3600,
-        help="abort a response the client reads nothing of this long (s; 0: never)",
-    )
-    max_connections: int = setting(
-        10000,
-        minimum=1,
-        maximum=1000000,
-        help="client connections open at once; more are closed as accepted",
-    )
-    drain_timeout: float = setting(
-        10.0, minimum=0, maximum=600, help="on SIGTERM, wait this long for requests (s)"
-    )
-    workers: int = setting(
-        1,
-        minimum=0,
-        maximum=256,
-        help="processes accepting on the one listening socket (0: one per CPU;"
-        " see webstack.runtime.workers)",
-    )
 
 
 def listeningEndpoint(reactor, description: str, backlog: int):
@@ -130,10 +76,12 @@ class WebService(MultiService):
     """
     Serve C{site} on C{endpoint}; on stop, drain.
 
-    Stopping stops accepting, marks the service not ready, closes idle
-    keep-alive connections, lets requests in progress finish for up to
-    C{drainTimeout} seconds, aborts whatever is left, then stops the child
-    services and runs C{stopHooks}.  The reactor waits for all of it.
+    Stopping marks the service not ready, calls C{drainHooks} (for the
+    children whose own stop is bounded by the same deadline as the drain),
+    stops accepting, closes idle keep-alive connections, lets requests in
+    progress finish for up to C{drainTimeout} seconds, aborts whatever is
+    left, then stops the child services and runs C{stopHooks}.  The reactor
+    waits for all of it.
 
     SIGTERM (what C{docker stop} and C{make run} send) stops the reactor and
     so this service.  twistd's own SIGTERM handler would do the same but then
@@ -154,6 +102,7 @@ class WebService(MultiService):
         health: Health,
         drainTimeout: float,
         children: Sequence[IService] = (),
+        drainHooks: Sequence[Callable[[], object]] = (),
         stopHooks: Sequence[Callable[[], Deferred | None]] = (),
         handleSigterm: bool = False,
     ) -> None:
@@ -165,6 +114,7 @@ class WebService(MultiService):
         self.site = site
         self.health = health
         self._drainTimeout = drainTimeout
+        self._drainHooks = list(drainHooks)
         self._stopHooks = list(stopHooks)
         self.port = None
         for child in children:
@@ -207,6 +157,7 @@ class WebService(MultiService):
             service=self.name,
             connections=len(self.site.channels),
         )
+        self._drainBegins()
         d = maybeDeferred(self.port.stopListening) if self.port else succeed(None)
         d.addCallback(lambda _: self._drain())
         d.addCallback(lambda _: super(WebService, self).stopService())
@@ -214,6 +165,22 @@ class WebService(MultiService):
             d.addCallback(lambda _, hook=hook: hook())
         d.addCallback(self._stopped)
         return d
+
+    def _drainBegins(self) -> None:
+        """
+        Call each of C{drainHooks}; one that fails is logged, and neither
+        the others nor the drain are held up by it.
+        """
+        for hook in self._drainHooks:
+            try:
+                hook()
+            except Exception:
+                self.log.failure(
+                    "{service} drain hook {hook!r} failed",
+                    event="drain_hook_failed",
+                    service=self.name,
+                    hook=hook,
+                )
 
     def _drain(self) -> Deferred[None]:
         for channel in list(self.site.channels):

@@ -26,40 +26,20 @@ and C{Site.makeSession} leave out.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import OrderedDict
 
 from prometheus_client import Counter, Gauge
 from twisted.web.server import Session
 
-from .config import ConfigError
 from .errors import errorBody
+from .networks import TrustedProxies
 from .site import ObservedRequest, finishWith
 
 PRIVATE = b"private, no-store"
 """
 The C{Cache-Control} of every response that looked its session up.
 """
-
-
-def trustedNetworks(text: str, key: str) -> tuple:
-    """
-    The networks in C{text} (comma-separated, C{"127.0.0.1/32,::1/128"}),
-    whose C{X-Forwarded-Proto} is believed.
-
-    @param key: the setting C{text} came from, for the error.
-    @raise ConfigError: naming C{key} and the item that is not a network.
-    """
-    networks = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"{key} = {text!r} is invalid: {item!r} is not an address or network"
-            ) from None
-    return tuple(networks)
 
 
 class SessionsFull(Exception):
@@ -112,7 +92,7 @@ class SiteSessions:
         cookiePath: bytes,
         timeout: float,
         maxSessions: int,
-        trustedProxies: tuple = (),
+        trustedProxies: TrustedProxies = TrustedProxies(),
     ) -> None:
         """
         @param registry: the service's own registry, where the sessions are
@@ -122,8 +102,8 @@ class SiteSessions:
             that use the sessions (C{b"/session/"}).
         @param timeout: seconds without a visit before a session expires.
         @param maxSessions: the most sessions the process holds at once.
-        @param trustedProxies: the networks whose C{X-Forwarded-Proto} is
-            believed (L{trustedNetworks}).
+        @param trustedProxies: the peers whose C{X-Forwarded-Proto} is
+            believed (none by default).
         """
         self.cookieName = cookieName
         self.cookiePath = cookiePath
@@ -193,17 +173,7 @@ class SiteSessions:
         Whether C{request}'s client is on HTTPS: its own connection, or the
         front's, as a trusted proxy's C{X-Forwarded-Proto} says.
         """
-        if request.isSecure():
-            return True
-        proto = request.getHeader(b"x-forwarded-proto")
-        if proto is None or proto.strip().lower() != b"https":
-            return False
-        peer = getattr(request.getClientAddress(), "host", "")
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trustedProxies)
+        return request.isSecure() or self.trustedProxies.forwardedHTTPS(request)
 
 
 class SessionRequest(ObservedRequest):

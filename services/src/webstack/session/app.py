@@ -15,40 +15,20 @@ sessions with it.  See the README for why this is the choice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.web.resource import Resource
 
-from webstack.runtime.config import setting
 from webstack.runtime.plugin import App, AppContext
-from webstack.runtime.sessions import SiteSessions, trustedNetworks
+from webstack.runtime.sessions import SiteSessions
 
 from .basics import ExpireSession, ShowSession
 from .endings import ExpirationLogger
+from .settings import SECTION, Settings
 from .store import CounterResource
 
-SECTION = "session"
+__all__ = ["SECTION", "Settings", "makeApp"]
+
 COOKIE_NAME = b"TWISTED_SESSION"
 COOKIE_PATH = b"/session/"
-
-
-@dataclass(frozen=True)
-class Settings:
-    timeout: float = setting(
-        60.0, minimum=1, maximum=86400, help="a session expires this long after its last visit (s)"
-    )
-    max_sessions: int = setting(
-        10000,
-        minimum=1,
-        maximum=10_000_000,
-        help="sessions held at once; when full, a new one is refused (503, Retry-After)",
-    )
-    trusted_proxies: str = setting(
-        "127.0.0.1/32,::1/128", help="peers whose X-Forwarded-Proto is believed"
-    )
-
-    def __post_init__(self) -> None:
-        trustedNetworks(self.trusted_proxies, f"{SECTION}.trusted_proxies")
 
 
 def makeApp(context: AppContext) -> App:
@@ -59,7 +39,7 @@ def makeApp(context: AppContext) -> App:
         cookiePath=COOKIE_PATH,
         timeout=settings.timeout,
         maxSessions=settings.max_sessions,
-        trustedProxies=trustedNetworks(settings.trusted_proxies, f"{SECTION}.trusted_proxies"),
+        trustedProxies=settings.trustedProxies(),
     )
     seeds = Resource()
     seeds.putChild(b"", ShowSession())
@@ -68,17 +48,8 @@ def makeApp(context: AppContext) -> App:
     seeds.putChild(b"logme", ExpirationLogger())
     root = Resource()
     root.putChild(b"session", seeds)
-    context.mountOps(root)
     return App(
         resource=root,
-        routes=[
-            "/session/expire",
-            "/session/counter",
-            "/session/logme",
-            "/session/",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-        ],
+        routes=["/session/expire", "/session/counter", "/session/logme", "/session/"],
         configureSite=sessions.install,
     )

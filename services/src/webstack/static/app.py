@@ -13,51 +13,22 @@ from, not a way to deploy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.web import script
 from twisted.web.resource import Resource
 
-from webstack.runtime.config import setting
-from webstack.runtime.files import DEFAULT_MAX_RANGES, RangePolicy, SafeFile
+from webstack.runtime.files import RangePolicy, SafeFile
 from webstack.runtime.plugin import App, AppContext
-from webstack.runtime.sessions import SiteSessions, trustedNetworks
+from webstack.runtime.sessions import SiteSessions
 
-SECTION = "static"
+from .settings import SECTION, Settings
+
+__all__ = ["SECTION", "Settings", "makeApp"]
+
 RPY_COOKIE_NAME = b"TWISTED_SESSION_RPY"
 """
 The .rpy scripts' session cookie: not Twisted's C{TWISTED_SESSION}, which
 is the session service's, behind the same front.
 """
-
-
-@dataclass(frozen=True)
-class Settings:
-    root: str = setting("static", help="the site, relative to stack.toml's directory")
-    listing: bool = setting(False, help="list directories that have no index.html")
-    cache_control: str = setting(
-        "public, max-age=300", help="Cache-Control of every file ('' for none)"
-    )
-    rpy_root: str = setting("rpy", help="the .rpy scripts served at /rpy/ ('' for none)")
-    max_ranges: int = setting(
-        DEFAULT_MAX_RANGES, minimum=0, maximum=1000,
-        help="byte ranges a request may ask for (more: the whole file; 0: ranges off)",
-    )
-    rpy_session_timeout: float = setting(
-        60.0, minimum=1, maximum=86400, help="an .rpy session expires this long after its last visit (s)"
-    )
-    rpy_max_sessions: int = setting(
-        1000,
-        minimum=1,
-        maximum=10_000_000,
-        help=".rpy sessions held at once; when full, a new one is refused (503, Retry-After)",
-    )
-    rpy_trusted_proxies: str = setting(
-        "127.0.0.1/32,::1/128", help="peers whose X-Forwarded-Proto is believed (.rpy cookies)"
-    )
-
-    def __post_init__(self) -> None:
-        trustedNetworks(self.rpy_trusted_proxies, f"{SECTION}.rpy_trusted_proxies")
 
 
 def makeApp(context: AppContext) -> App:
@@ -92,13 +63,6 @@ def makeApp(context: AppContext) -> App:
             cookiePath=b"/rpy/",
             timeout=settings.rpy_session_timeout,
             maxSessions=settings.rpy_max_sessions,
-            trustedProxies=trustedNetworks(
-                settings.rpy_trusted_proxies, f"{SECTION}.rpy_trusted_proxies"
-            ),
+            trustedProxies=settings.rpyTrustedProxies(),
         ).install
-    context.mountOps(tree)
-    return App(
-        resource=tree,
-        routes=[*routes, "/healthz", "/readyz", "/metrics"],
-        configureSite=configureSite,
-    )
+    return App(resource=tree, routes=routes, configureSite=configureSite)

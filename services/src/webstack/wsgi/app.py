@@ -13,12 +13,9 @@ L{webstack.wsgi.resource}).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from webstack.runtime.config import ConfigError, setting
 from webstack.runtime.plugin import App, AppContext
 
 from . import hello
@@ -27,8 +24,9 @@ from .demo import makeApplication
 from .length import withContentLength
 from .pool import DaemonThreadPool, PoolCollector, ThreadPoolService
 from .resource import BoundedWSGIResource, Rejections
+from .settings import SECTION, Settings
 
-SECTION = "wsgi"
+__all__ = ["SECTION", "Settings", "makeApp"]
 
 _INDEX = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>WSGI</title></head><body>
@@ -37,26 +35,6 @@ _INDEX = b"""<!doctype html>
 <li><a href="app/">app/</a>: a small real one (form, environ, slow, raise)</li></ul>
 </body></html>
 """
-
-
-@dataclass(frozen=True)
-class Settings:
-    threads_min: int = setting(2, minimum=0, maximum=256, help="threads kept ready")
-    threads_max: int = setting(10, minimum=1, maximum=256, help="most WSGI calls at once")
-    queue_max: int = setting(
-        20,
-        minimum=0,
-        maximum=10000,
-        help="WSGI calls that may wait for a thread; beyond, 503 with Retry-After at once",
-    )
-    slow_max_seconds: float = setting(30.0, minimum=0, maximum=600)
-
-    def __post_init__(self) -> None:
-        if self.threads_min > self.threads_max:
-            raise ConfigError(
-                f"wsgi.threads_min = {self.threads_min} is invalid:"
-                f" larger than wsgi.threads_max = {self.threads_max}"
-            )
 
 
 def makeApp(context: AppContext) -> App:
@@ -79,9 +57,12 @@ def makeApp(context: AppContext) -> App:
     )
     root = Resource()
     root.putChild(b"wsgi", wsgi)
-    context.mountOps(root)
+    poolService = ThreadPoolService(context.reactor, calls, context.runtime.drain_timeout)
     return App(
         resource=root,
-        routes=["/wsgi/hello", "/wsgi/app/slow", "/wsgi/app/", "/wsgi/", "/healthz", "/readyz", "/metrics"],
-        children=[ThreadPoolService(context.reactor, calls, context.runtime.drain_timeout)],
+        routes=["/wsgi/hello", "/wsgi/app/slow", "/wsgi/app/", "/wsgi/"],
+        children=[poolService],
+        # The calls get drain_timeout from when the drain begins, as the
+        # requests do, not from when the pool's own stop comes after it.
+        drainHooks=[poolService.stopBegins],
     )

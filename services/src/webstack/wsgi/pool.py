@@ -65,23 +65,18 @@ class ThreadPoolService(Service):
         self.pool = calls.pool
         self._drainTimeout = drainTimeout
         self._stopBegan: float | None = None
-        self._trigger = None
 
     def startService(self) -> None:
         super().startService()
         self._stopBegan = None
         self.pool.start()
-        # The runtime drains the site before it stops this service: the
-        # moment the whole stop began is when the reactor's shutdown began.
-        if self._trigger is None and hasattr(self._reactor, "addSystemEventTrigger"):
-            self._trigger = self._reactor.addSystemEventTrigger(
-                "before", "shutdown", self.stopBegins
-            )
 
     def stopBegins(self) -> None:
         """
         Note that the stop of the whole service begins now (the drain of its
-        requests comes first): the calls get C{drainTimeout} from here.
+        requests comes first): the calls get C{drainTimeout} from here.  The
+        runtime calls it when its drain begins (the WSGI app's C{drainHooks});
+        without it the stop's own start is taken.
         """
         if self._stopBegan is None:
             self._stopBegan = self._reactor.seconds()
