@@ -7,8 +7,9 @@ containers with C{make fault}.
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import http.client
+import io
 import json
 import os
 import random
@@ -45,6 +46,8 @@ from webstack.runtime.faults import (
 )
 from webstack.runtime.metrics import HTTPMetrics
 from webstack.runtime.site import RouteLabeler, WebSite
+
+from .support import closedPort, request, waitFor
 
 
 class Counted(Resource):
@@ -523,6 +526,7 @@ def test_noAdminServiceWhenOff():
 
 
 SRC = str(Path(faults.__file__).resolve().parents[2])
+CONFIG = str(Path(SRC).parents[1] / "config" / "stack.toml")
 
 
 def runCLI(*args, **env):
@@ -534,8 +538,19 @@ def runCLI(*args, **env):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": SRC, **env},
+        env={**os.environ, "PYTHONPATH": SRC, "WEBSTACK_CONFIG": CONFIG, **env},
     )
+
+
+def cli(*args, status: int = 0) -> str:
+    """
+    The command line's C{main}, in this process; its standard output.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        got = faults.main(list(args))
+    assert got == status, err.getvalue()
+    return out.getvalue() if status == 0 else err.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -548,17 +563,236 @@ def runCLI(*args, **env):
     ],
 )
 def test_theCommandLineRefusesABadValueWithOneLineAndStatus2(args, says):
-    for command in ("check", "set"):
-        done = runCLI(command, *args, *(["--service", "async"] if command == "set" else []))
-        assert done.returncode == 2, done
-        assert done.stdout == ""
-        lines = done.stderr.splitlines()
-        assert len(lines) == 1 and says in lines[0], done.stderr
+    for command in (["check"], ["set", "--service", "async"]):
+        lines = cli(*command, *args, status=2).splitlines()
+        assert len(lines) == 1 and says in lines[0], lines
 
 
-def test_theCommandLineSaysWhenTheSwitchIsOff():
-    done = runCLI("set", "--service", "async", "--latency", "1s", WEBSTACK_ASYNC_ADMIN_LISTEN="")
+def test_theRealCommandRefusesABadValueTheSameWay():
+    done = runCLI("check", "--latency", "fast")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "faults: latency 'fast' is not a duration: give milliseconds or seconds,"
+        " e.g. 200ms, 1.5s or 0.2\n"
+    )
+
+
+def test_theCommandLineSaysWhenTheSwitchIsOff(monkeypatch):
+    monkeypatch.setenv("WEBSTACK_CONFIG", CONFIG)
+    monkeypatch.setenv("WEBSTACK_ASYNC_ADMIN_LISTEN", "")
+    err = cli("set", "--service", "async", "--latency", "1s", status=2)
+    assert 'admin_listen is "" (off)' in err
+    monkeypatch.setenv("WEBSTACK_ASYNC_ADMIN_LISTEN", "tcp:9000")
+    err = cli("show", "--service", "async", status=2)
+    assert "loopback only" in err
+    assert cli("check", "--latency", "200ms", "--errors", "5%").strip() == (
+        "*: latency 200ms, errors 5%, reset 0%"
+    )
+
+
+# Over real sockets: the async service and the front as twistd processes,
+# each with an admin listener on a port the kernel chose, read from its
+# "admin_listening" log lines.
+
+
+def adminPorts(process, count: int = 1) -> list[int]:
+    """
+    The admin ports a service's process (or its C{count} workers) logged.
+    """
+
+    def logged():
+        ports = sorted({record["port"] for record in process.events("admin_listening")})
+        return ports if len(ports) >= count else None
+
+    return waitFor(logged, timeout=30, what=f"{count} admin_listening line(s) of {process.name}")
+
+
+def get(port: int, path: str, timeout: float = 10):
+    """
+    (status, headers, body, seconds) of one GET on its own connection.
+    """
+    started = time.monotonic()
+    response, body = request(port, "GET", path, timeout=timeout)
+    return response.status, response, body, time.monotonic() - started
+
+
+def metricValue(port: int, name: str, **labels) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, body, _ = get(port, "/metrics")
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+@pytest.fixture(scope="module")
+def live():
+    from webstack.localstack import LocalStack
+    from webstack.runtime.workers import workerCount
+    from webstack.runtime.config import readConfig
+
+    env = {
+        "WEBSTACK_ASYNC_ADMIN_LISTEN": "tcp:0:interface=127.0.0.1",
+        "WEBSTACK_FRONT_ADMIN_LISTEN": "tcp:0:interface=127.0.0.1",
+    }
+    stack = LocalStack(ephemeral=True, env=env, backends=("async",)).start()
+    try:
+        frontWorkers = workerCount(int(readConfig(stack.config)["front"].get("workers", 1)))
+        yield {
+            "stack": stack,
+            "front": stack.services["front"].port,
+            "async": stack.services["async"].port,
+            "admin": adminPorts(stack.services["async"])[0],
+            "frontAdmin": adminPorts(stack.services["front"], frontWorkers),
+        }
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def world(live):
+    yield live
+    ports = [str(p) for p in [live["admin"], *live["frontAdmin"]]]
+    cli("clear", *(arg for p in ports for arg in ("--port", p)))
+
+
+@pytest.mark.integration
+def test_latencyOnARouteIsAddedThroughTheFront(world):
+    front, admin = world["front"], world["admin"]
+    status, response, _, _ = get(front, "/async/stats")
+    assert status == 200 and response.getheader("x-fault") is None
+    out = cli("set", "--port", str(admin), "--route", "/async/", "--latency", "400ms")
+    assert "/async/: latency 400ms, errors 0%, reset 0%" in out
+    for _ in range(3):
+        status, response, _, seconds = get(front, "/async/stats")
+        assert status == 200
+        assert response.getheader("x-fault") == "latency"
+        assert seconds >= 0.4
+    # Health, readiness and metrics stay as they were.
+    status, response, _, _ = get(world["async"], "/readyz")
+    assert status == 200 and response.getheader("x-fault") is None
+    assert metricValue(world["async"], "fault_latency_seconds", route="/async/") == 0.4
+    assert metricValue(world["async"], "fault_rules") == 1
+    assert metricValue(world["async"], "faults_injected_total", kind="latency") >= 3
+    assert "no faults" in cli("clear", "--port", str(admin))
+    status, response, _, _ = get(front, "/async/stats")
+    assert status == 200 and response.getheader("x-fault") is None
+    assert metricValue(world["async"], "fault_rules") == 0
+
+
+@pytest.mark.integration
+def test_aClientLeavingDuringTheLatencyIsCountedAndCostsNothingAfter(world):
+    admin, backend = world["admin"], world["async"]
+    cli("set", "--port", str(admin), "--route", "/async/", "--latency", "5s")
+    before = asyncStarted(backend)
+    with pytest.raises(OSError):
+        get(backend, "/async/interruptible?seconds=1", timeout=0.5)
+    # The request never reached the async resource, then or later.
+    cli("clear", "--port", str(admin))
+    aborted = lambda: metricValue(  # noqa: E731
+        backend, "http_requests_total", route="/async/interruptible", method="GET", status="499"
+    )
+    waitFor(aborted, what="the abandoned request counted as 499")
+    assert asyncStarted(backend) == before
+
+
+def asyncStarted(port: int) -> int:
+    _, _, body, _ = get(port, "/async/stats")
+    return json.loads(body)["totals"]["started"]
+
+
+@pytest.mark.integration
+def test_errorsAnswer500ThroughTheFrontAndOpsPathsStayUp(world):
+    front, admin, backend = world["front"], world["admin"], world["async"]
+    cli("set", "--port", str(admin), "--errors", "100%")
+    for _ in range(5):
+        status, response, body, _ = get(front, "/async/stats")
+        assert status == 500 and response.getheader("x-fault") == "error"
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert get(backend, path)[0] == 200, path
+    assert metricValue(backend, "fault_error_ratio", route="*") == 1.0
+    assert metricValue(backend, "faults_injected_total", kind="error") >= 5
+    cli("clear", "--port", str(admin))
+    assert get(front, "/async/stats")[0] == 200
+
+
+@pytest.mark.integration
+def test_resetAbortsTheConnection(world):
+    front, admin, backend = world["front"], world["admin"], world["async"]
+    cli("set", "--port", str(admin), "--route", "/async/", "--reset", "100%")
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        get(backend, "/async/stats")
+    status, response, _, _ = get(front, "/async/stats")
+    assert status == 502, status
+    assert metricValue(backend, "faults_injected_total", kind="reset") >= 2
+    cli("clear", "--port", str(admin))
+    assert get(front, "/async/stats")[0] == 200
+
+
+@pytest.mark.integration
+def test_everyWorkerOfTheFrontHasItsOwnSwitch(world):
+    front, ports = world["front"], world["frontAdmin"]
+    args = [arg for p in ports for arg in ("--port", str(p))]
+    out = cli("set", *args, "--route", "/async/", "--errors", "100%")
+    assert out.count("/async/: latency 0ms, errors 100%") == len(ports)
+    # Whichever worker accepts, the front answers 500 itself: the backend
+    # never sees the request.
+    for _ in range(20):
+        status, response, _, _ = get(front, "/async/stats")
+        assert status == 500 and response.getheader("x-fault") == "error"
+    assert get(front, "/-/readyz")[0] == 200
+    cli("clear", *args)
+    for _ in range(5):
+        assert get(front, "/async/stats")[0] == 200
+
+
+@pytest.mark.integration
+def test_theCommandLineFindsTheSwitchFromTheServicesSettings(world):
+    """
+    What C{make fault} runs in a container: C{--service} and the service's
+    own C{admin_listen} (from the environment here, as in compose).
+    """
+    admin = world["admin"]
+    listen = {"WEBSTACK_ASYNC_ADMIN_LISTEN": f"tcp:{admin}:interface=127.0.0.1"}
+    done = runCLI("set", "--service", "async", "--latency", "10ms", **listen)
+    assert done.returncode == 0, done.stderr
+    assert f"async 127.0.0.1:{admin} (" in done.stdout
+    assert "*: latency 10ms" in done.stdout
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEBSTACK_CONFIG", CONFIG)
+        for name, value in listen.items():
+            patch.setenv(name, value)
+        assert "*: latency 10ms" in cli("show", "--service", "async")
+        assert "no faults" in cli("clear", "--service", "async")
+
+
+@pytest.mark.integration
+def test_theCommandLineSaysWhenNoSwitchAnswers():
+    lines = cli("show", "--port", str(closedPort()), status=1).splitlines()
+    assert len(lines) == 1 and "cannot reach the fault switch" in lines[0]
+
+
+@pytest.mark.integration
+def test_anAdminListenOffLoopbackStopsTheServiceAtStartUp():
+    from webstack.localstack import TWISTD
+
+    done = subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "webstack-async"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "PYTHONPATH": SRC,
+            "WEBSTACK_ASYNC_LISTEN": "tcp:0:interface=127.0.0.1",
+            "WEBSTACK_ASYNC_ADMIN_LISTEN": "tcp:9000:interface=0.0.0.0",
+        },
+    )
     assert done.returncode == 2
-    assert "admin_listen is \"\" (off)" in done.stderr
-    done = runCLI("check", "--latency", "200ms", "--errors", "5%")
-    assert done.returncode == 0 and done.stdout.strip() == "*: latency 200ms, errors 5%, reset 0%"
+    assert done.stderr.strip().splitlines() == [
+        "webstack-async: admin_listen = 'tcp:9000:interface=0.0.0.0' is invalid: the fault"
+        " switch has no password, so it listens on loopback only (interface=127.0.0.1 or"
+        " interface=\\:\\:1)"
+    ]

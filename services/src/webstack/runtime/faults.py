@@ -797,12 +797,8 @@ def _serviceAdmin(service: str, environ: Mapping[str, str]) -> tuple[str, int]:
     service reads them (C{stack.toml}, then the environment).
     """
     from .config import Layer, buildSettings, configPath, readConfig, table
+    from .settings import RuntimeSettings
     from .workers import workerCount
-
-    try:
-        from .settings import RuntimeSettings
-    except ImportError:  # pragma: no cover - before settings.py
-        from .service import RuntimeSettings  # type: ignore[no-redef]
 
     path = configPath(environ)
     document = readConfig(path)
@@ -884,10 +880,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except (FaultError, ConfigError) as e:
         sys.stderr.write(f"{prog}: {e}\n")
         return 2
-    name = args.service or "service"
     status = 0
     for host, port in addresses:
-        where = f"{name} ({host}:{port})"
+        where = f"{args.service} {host}:{port}" if args.service else f"{host}:{port}"
         try:
             if args.command == "set":
                 body = json.dumps({"route": rule.route, **rule.asJSON()}).encode()
@@ -909,7 +904,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         shown = "; ".join(
             FaultRule(route=route, **values).describe() for route, values in rules.items()
         )
-        print(f"{where} {document.get('served_by', '')}: {shown or 'no faults'}")
+        print(f"{where} ({document.get('served_by', '?')}): {shown or 'no faults'}")
     return status
 
 

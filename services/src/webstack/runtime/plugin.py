@@ -42,6 +42,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from .config import ConfigError, configPath, readConfig
+from .faults import FaultSwitch, adminServices, checkAdminListen
 from .health import Health
 from .metrics import HTTPMetrics
 from .ops import mountOps, opsResources
@@ -189,6 +190,10 @@ def buildService(
         app.configureSite(site)
     if workerId is not None:
         site.requestFactory = workerRequestFactory(site.requestFactory, workerId)
+    # Last: it may put its wrapper in front of the site's root at run time.
+    faults = FaultSwitch(
+        site, reactor=reactor, registry=registry, name=f"webstack-{module.SECTION}"
+    )
     if endpoint is None:
         endpoint = listeningEndpoint(reactor, runtime.listen, runtime.backlog)
     return WebService(
@@ -198,7 +203,10 @@ def buildService(
         site=site,
         health=health,
         drainTimeout=runtime.drain_timeout,
-        children=app.children,
+        children=[
+            *app.children,
+            *adminServices(reactor, runtime.admin_listen, faults, workerId),
+        ],
         drainHooks=app.drainHooks,
         stopHooks=app.stopHooks,
         handleSigterm=True,
@@ -251,6 +259,7 @@ class ServiceOptions(usage.Options):
                     f" listen description, not {self.runtime.listen!r}"
                     " (or set workers = 1)"
                 )
+            checkAdminListen(reactor, self.runtime.admin_listen, self.workers)
         except ConfigError as e:
             sys.stderr.write(f"{self.tapname}: {e}\n")
             sys.stderr.flush()
