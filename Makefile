@@ -35,6 +35,11 @@ WHEELS := build/wheels
 SERVICE ?=
 N ?= 1
 TAIL ?= 100
+# Prometheus (monitoring/; UI and query API on 127.0.0.1:9090, or
+# WEBSTACK_PROMETHEUS_PUBLISH) is built and started with the stack;
+# MONITORING=0 leaves it out (and removes it if it runs).
+MONITORING ?= 1
+MONITORING_ON := $(filter-out 0,$(MONITORING))
 COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
              elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 export COMPOSE_PROJECT_NAME ?= webstack
@@ -226,24 +231,40 @@ load-compose: docker-check build/wheels-load/.done ## locust master + WORKERS (d
 	  --exit-code-from locust-master locust-master locust-worker; \
 	  status=$$?; $(COMPOSE) --profile load rm -fsv locust-master locust-worker >/dev/null 2>&1; exit $$status
 
-images: docker-check wheels ## Build the service image (base image found, pulled or made first)
+# Prometheus's image installs Debian's package from the mirrors the host's apt
+# uses (APT_SOURCES, read here and never written down; none: the base image's).
+images: docker-check wheels ## Build the images: the services' and, unless MONITORING=0, Prometheus's
 	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
 	  echo "building webstack/service:dev from $$base" && \
-	  BASE_IMAGE=$$base $(COMPOSE) build --quiet front
+	  BASE_IMAGE=$$base $(COMPOSE) build --quiet front $(if $(MONITORING_ON),&& \
+	  echo "building webstack/prometheus:dev from $$base" && \
+	  APT_SOURCES="$$($(PYTHON) services/docker/debian_sources.py $(SUITE) 2>/dev/null)" \
+	  BASE_IMAGE=$$base $(COMPOSE) --profile monitoring build --quiet prometheus)
 
-up: images $(DIGEST_KEY) $(ROUTE_KEY) ## Start the stack in containers; the front on 127.0.0.1:8080
-	$(COMPOSE) up -d --remove-orphans
+up: images $(DIGEST_KEY) $(ROUTE_KEY) ## Start the stack in containers (front :8080, Prometheus :9090; MONITORING=0: without it)
+	$(if $(MONITORING_ON),,$(COMPOSE) --profile monitoring rm -fsv prometheus >/dev/null 2>&1 || true)
+	$(COMPOSE) $(if $(MONITORING_ON),--profile monitoring) up -d --remove-orphans
 	@services/docker/wait-healthy.sh 180
 	@echo "webstack is up: http://$${WEBSTACK_PUBLISH:-127.0.0.1:8080}/  (make ps, make logs SERVICE=front, make down)"
+	$(if $(MONITORING_ON),@echo "Prometheus: http://$${WEBSTACK_PROMETHEUS_PUBLISH:-127.0.0.1:9090}/  (targets, rules, alerts; MONITORING=0 make up: without)")
 
 down: docker-check ## Stop and remove every container, network and volume of the stack
-	$(COMPOSE) --profile load down --remove-orphans --volumes --timeout 20
+	$(COMPOSE) --profile load --profile monitoring down --remove-orphans --volumes --timeout 20
 
 ps: docker-check ## List the stack's containers and their health
 	$(COMPOSE) ps
 
 logs: docker-check ## Show logs: make logs [SERVICE=front] [TAIL=100] [FOLLOW=1]
 	$(COMPOSE) logs --tail=$(TAIL) $(if $(FOLLOW),--follow) $(SERVICE)
+
+# The id goes to the program through the environment, never through the
+# shell's parsing of this line.
+.PHONY: trace
+trace: export WEBSTACK_TRACE_ID := $(ID)
+trace: ## One request's log lines from every service, in time order: make trace ID=<X-Request-Id> [LOGS=file]
+	@test -n "$$WEBSTACK_TRACE_ID" || { echo "usage: make trace ID=<request id> [LOGS=file]: the X-Request-Id of a response (or request_id of a log line); the containers' logs, or LOGS= a file saved from make run (make run | tee run.log)"; exit 2; }
+	$(if $(LOGS),,@$(MAKE) --no-print-directory docker-check)
+	@$(PYTHON) -m webstack.trace $(if $(LOGS),--logs "$(LOGS)",--compose "$(COMPOSE)")
 
 restart: docker-check ## Restart one service: make restart SERVICE=async
 	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=name"; exit 2; }
