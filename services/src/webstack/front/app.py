@@ -2,8 +2,8 @@
 """
 The front (C{twistd -n webstack-front}): the landing page at C{/}, its own
 C{/-/healthz}, C{/-/readyz} and C{/-/metrics} (mounted by the runtime at
-C{/-/}, as every service's at C{/}), and every configured route proxied to
-its service's replicas.
+C{/-/}, as every service's at C{/}) with its dashboard, C{/-/dashboard},
+and every configured route proxied to its service's replicas.
 """
 
 from __future__ import annotations
@@ -16,11 +16,19 @@ from twisted.internet.defer import DeferredList
 from twisted.web.resource import Resource
 
 from webstack.runtime.errors import errorBody
+from webstack.runtime.ops import mountOps
 from webstack.runtime.plugin import App, AppContext
 
 from .affinity import routeCookie
 from .client import UpstreamPool
-from .landing import LandingPage
+from .dashboard import (
+    DashboardResource,
+    EverySecond,
+    PrometheusSource,
+    Sampler,
+    frontCounters,
+)
+from .landing import LandingPage, Links
 from .metrics import ProxyMetrics, ReplicaGauges
 from .probe import probeAll
 from .proxy import RouteProxy
@@ -199,16 +207,40 @@ def makeApp(context: AppContext) -> App:
     def configureSite(site) -> None:
         site.bodyLimit = bodyLimits(settings.routes, context.runtime.max_body_bytes)
 
+    sampler = Sampler(
+        reactor,
+        frontCounters(context.registry, context.metricsDir),
+        settings.routes,
+        points=settings.dashboard_points,
+        window=settings.dashboard_window,
+        prometheus=PrometheusSource(
+            pool, reactor, settings.prometheus_url, settings.prometheus_timeout
+        )
+        if settings.prometheus_url
+        else None,
+    )
+    sampling = EverySecond(reactor, sampler.sample)
+    links = Links(
+        prometheus=settings.prometheus_public_url,
+        locust=settings.locust_ui_url,
+        sampler=sampler,
+    )
+    root = FrontRoot(
+        proxies,
+        LandingPage(settings.routes, replicaSets, gauges, context.metricsDir, links=links),
+    )
+    # Beside the operators' endpoints the runtime puts there.
+    mountOps(root, "/-/", {b"dashboard": DashboardResource(sampler)})
+
     return App(
-        resource=FrontRoot(
-            proxies, LandingPage(settings.routes, replicaSets, gauges, context.metricsDir)
-        ),
+        resource=root,
         routes=[r.prefix for r in settings.routes] + ["/-/"],
         opsPath="/-/",
         children=[
             TimerService(settings.resolve_interval, refreshAll),
             TimerService(1.0, pool.sweep),
             TimerService(1.0, gauges.publish),
+            sampling,
             TimerService(
                 settings.health_interval,
                 probeAll,

@@ -2,13 +2,17 @@
 """
 The landing page at C{/}: every demo, the seeds it shows, links to try, and
 the live state of its replicas (as the front's resolver, ejections and
-C{/readyz} probes see them).  JSON when the client asks for it.
+C{/readyz} probes see them); and the links of an operator's tools: the
+front's live dashboard, Prometheus and locust's web UI.  JSON when the
+client asks for it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from html import escape
+from typing import Any
 
 from twisted.web.resource import Resource
 
@@ -32,9 +36,57 @@ ul{{margin:.3rem 0}} small{{color:#666}}
 <p class="sub">The "Twisted Web in 60 seconds" demos, each its own service, behind a
 streaming Twisted reverse proxy. Front: <a href="/-/healthz">/-/healthz</a>
 <a href="/-/readyz">/-/readyz</a> <a href="/-/metrics">/-/metrics</a></p>
+{tools}
 {sections}
 </body></html>
 """
+
+# Whether locust's UI answers is for the browser to find out: it is the
+# browser that follows the link, and the front may not reach it at all (in
+# containers, 127.0.0.1 is the front's own).  A no-cors fetch settles on any
+# answer and fails only when nothing answers.
+_PROBE = """<script>
+document.querySelectorAll("[data-probe]").forEach(function (note) {
+  function say(state, text, style) {
+    note.dataset.state = state; note.textContent = text; note.className = style;
+  }
+  fetch(note.dataset.probe, {mode: "no-cors", cache: "no-store"}).then(
+    function () { say("running", "running", "ok"); },
+    function () { say("down", "not running: make load-ui starts it", "off"); });
+});
+</script>"""
+
+
+@dataclass(frozen=True)
+class Links:
+    """
+    The operator's tools the landing page links to.
+
+    @ivar prometheus: Prometheus's UI as a browser reaches it (C{""}: none).
+    @ivar locust: locust's web UI as a browser reaches it (C{""}: none).
+    @ivar sampler: the dashboard's L{Sampler<webstack.front.dashboard.Sampler>},
+        which knows whether the front's Prometheus answers.
+    """
+
+    prometheus: str = ""
+    locust: str = ""
+    sampler: Any = None
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        tools = {"dashboard": {"url": "/-/dashboard", "state": "running"}}
+        if self.prometheus:
+            if self.sampler is None or self.sampler.prometheusState == "off":
+                state = "the dashboard does not ask it (front.prometheus_url is not set)"
+            elif self.sampler.prometheusState == "ok":
+                state = "the dashboard's source"
+            elif self.sampler.prometheusState == "waiting":
+                state = "the dashboard has not asked it yet"
+            else:
+                state = f"not answering the front: {self.sampler.prometheusDetail}"
+            tools["prometheus"] = {"url": self.prometheus, "state": state}
+        if self.locust:
+            tools["locust"] = {"url": self.locust, "state": "unknown to the front"}
+        return tools
 
 
 def _state(status: dict | None, configured: bool) -> tuple[str, str]:
@@ -51,19 +103,23 @@ def _state(status: dict | None, configured: bool) -> tuple[str, str]:
 class LandingPage(Resource):
     isLeaf = True
 
-    def __init__(self, routes, replicaSets, gauges=None, metricsDir=None) -> None:
+    def __init__(
+        self, routes, replicaSets, gauges=None, metricsDir=None, links: Links | None = None
+    ) -> None:
         """
         @param gauges: the L{ReplicaGauges} this worker publishes.
         @param metricsDir: with several workers, where they all publish:
             the page then shows the replicas as the whole front sees them
             (requests in flight summed over the workers, a replica up only
             while every worker sends to it), whichever worker answers.
+        @param links: the operator's tools to link to.
         """
         super().__init__()
         self._routes = routes
         self._sets = replicaSets
         self._gauges = gauges
         self._metricsDir = metricsDir
+        self._links = links or Links()
 
     def _status(self, name: str, replicaSet, shared) -> dict:
         status = replicaSet.status()
@@ -112,7 +168,8 @@ class LandingPage(Resource):
         demos = self.describe()
         if wantsJSON(request):
             request.setHeader(b"content-type", b"application/json")
-            return json.dumps({"demos": demos}, indent=1).encode("utf-8") + b"\n"
+            document = {"demos": demos, "tools": self._links.describe()}
+            return json.dumps(document, indent=1).encode("utf-8") + b"\n"
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         sections = []
         for demo in demos:
@@ -138,4 +195,31 @@ class LandingPage(Resource):
                 + (f'<div class="bad">{escape(demo["note"])}</div>' if demo["note"] else "")
                 + f"<ul>{examples}</ul></section>"
             )
-        return _PAGE.format(sections="\n".join(sections)).encode("utf-8")
+        return _PAGE.format(
+            tools=self._tools(), sections="\n".join(sections)
+        ).encode("utf-8")
+
+    def _tools(self) -> str:
+        tools = self._links.describe()
+        items = [
+            '<li><a id="dashboard" href="/-/dashboard">Live dashboard</a>'
+            " <small>request rate, p99, in flight, cancellations, 5xx and replicas"
+            " per route, every second</small></li>"
+        ]
+        if "prometheus" in tools:
+            prometheus = tools["prometheus"]
+            items.append(
+                f'<li><a id="prometheus" href="{escape(prometheus["url"])}">Prometheus</a>'
+                f' <small>{escape(prometheus["state"])}</small></li>'
+            )
+        probe = ""
+        if "locust" in tools:
+            url = escape(tools["locust"]["url"])
+            items.append(
+                f'<li><a id="locust" href="{url}">locust</a> <small>load with a web UI:'
+                f' <span id="locust-state" data-probe="{url}">checking&hellip;</span>'
+                "</small></li>"
+            )
+            probe = _PROBE
+        return f'<section><h2>Watch it</h2><ul>{"".join(items)}</ul>{probe}</section>'
+

@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.python.filepath import FilePath, InsecurePath
 
@@ -137,12 +138,82 @@ class Settings:
     route_key_file: str = setting(
         DEFAULT_KEY_FILE, help="... or a file holding it (relative: to stack.toml's directory)"
     )
+    prometheus_url: str = setting(
+        "",
+        help="Prometheus the dashboard asks for its recording rules, http://host:port"
+        " ('': the front's own counters)",
+    )
+    prometheus_timeout: float = setting(
+        0.5, minimum=0.05, maximum=0.9, help="seconds Prometheus has to answer each second"
+    )
+    prometheus_public_url: str = setting(
+        "http://127.0.0.1:9090", help="Prometheus's UI as a browser reaches it ('': no link)"
+    )
+    locust_ui_url: str = setting(
+        "http://127.0.0.1:8089", help="locust's web UI as a browser reaches it ('': no link)"
+    )
+    dashboard_points: int = setting(
+        300, minimum=10, maximum=3600, help="seconds of history the dashboard keeps per route"
+    )
+    dashboard_window: float = setting(
+        10.0, minimum=2, maximum=300, help="seconds over which its rates and p99 are taken"
+    )
     routes: tuple[RouteSettings, ...] = ()
     # The key itself, read by loadSettings when a route is sticky; never shown.
     routeKey: bytes = dataclasses.field(default=b"", repr=False)
 
     def stickyRoutes(self) -> tuple[RouteSettings, ...]:
         return tuple(route for route in self.routes if route.sticky)
+
+
+def splitHTTPURL(url: str) -> tuple[str, int, str]:
+    """
+    The host, port and path (without a trailing C{/}) of an C{http://} URL:
+    what the front's own client needs to ask it something.
+
+    @raise ValueError: saying what is wrong with it.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError as e:
+        raise ValueError(f"not a URL ({e})") from None
+    if parts.scheme != "http":
+        raise ValueError("expected http://host:port (the front's client speaks plain HTTP)")
+    if not parts.hostname:
+        raise ValueError("expected http://host:port: there is no host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("expected http://host:port[/path], with no query, fragment or user")
+    if not parts.hostname.isascii() or not parts.path.isascii():
+        raise ValueError("expected an ASCII host and path")
+    return parts.hostname, port, parts.path.rstrip("/")
+
+
+def _checkURLs(settings: Settings, source: str) -> None:
+    """
+    Refuse a malformed URL among the dashboard's settings now, rather than
+    a failed fetch every second or a broken link on the landing page.
+    """
+    if settings.prometheus_url:
+        try:
+            splitHTTPURL(settings.prometheus_url)
+        except ValueError as e:
+            raise ConfigError(
+                f"{source}: front.prometheus_url = {settings.prometheus_url!r} is invalid: {e}"
+            ) from None
+    for key in ("prometheus_public_url", "locust_ui_url"):
+        value = getattr(settings, key)
+        if not value:
+            continue
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"{source}: front.{key} = {value!r} is invalid: expected an http:// or"
+                " https:// URL, or '' for no link"
+            )
 
 
 def readRouteKey(settings: Settings, configDir: FilePath, source: str) -> bytes:
@@ -219,6 +290,7 @@ def loadSettings(
     """
     front = table(document, SECTION)
     base = ownSettings(Settings, document, SECTION, environ, source, subtables=SUBTABLES)
+    _checkURLs(base, source)
     if not base.route_cookie.isascii() or not validCookieName(base.route_cookie.encode()):
         raise ConfigError(
             f"{source}: front.route_cookie = {base.route_cookie!r} is invalid:"
