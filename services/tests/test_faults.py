@@ -796,3 +796,159 @@ def test_anAdminListenOffLoopbackStopsTheServiceAtStartUp():
         " switch has no password, so it listens on loopback only (interface=127.0.0.1 or"
         " interface=\\:\\:1)"
     ]
+
+
+# In the containers: `make fault` and `make fault-clear` through docker exec,
+# against a stack of their own (project webstack-faults on port 18091, so
+# that neither a developer's stack nor test_compose's is touched).
+
+COMPOSE_PROJECT = "webstack-faults"
+COMPOSE_PORT = 18091
+ROOT = Path(SRC).parents[1]
+
+
+def engineAnswers() -> bool:
+    import shutil
+
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+
+
+def makeTarget(*args, timeout=900, check=True):
+    done = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": COMPOSE_PROJECT,
+            "WEBSTACK_PUBLISH": f"127.0.0.1:{COMPOSE_PORT}",
+            "WEBSTACK_PROMETHEUS_PUBLISH": "127.0.0.1:0",
+            "MONITORING": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert done.returncode == 0, f"make {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def composeContainers(service: str) -> list[str]:
+    return subprocess.run(
+        [
+            "docker", "ps", "--format", "{{.Names}}",
+            "--filter", f"label=com.docker.compose.project={COMPOSE_PROJECT}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()
+
+
+@pytest.fixture(scope="module")
+def containersUp():
+    if not engineAnswers():
+        pytest.skip("no Docker engine answers on this machine")
+    makeTarget("down")
+    try:
+        makeTarget("up")
+        makeTarget("scale", "SERVICE=async", "N=2")
+        yield COMPOSE_PORT
+    finally:
+        makeTarget("down", check=False)
+
+
+def servedBy(port: int, path: str, count: int) -> list[tuple[int, str, str | None]]:
+    answers = []
+    for _ in range(count):
+        status, response, _, _ = get(port, path)
+        answers.append((status, response.getheader("x-served-by"), response.getheader("x-fault")))
+    return answers
+
+
+@pytest.mark.compose
+def test_makeFaultSlowsAndFailsEveryReplicaOrOne(containersUp):
+    port = containersUp
+    replicas = composeContainers("async")
+    assert len(replicas) == 2
+    done = makeTarget("fault", "SERVICE=async", "LATENCY=300ms", "ROUTE=/async/")
+    assert done.stdout.count("async 127.0.0.1:9000 (") == 2, done.stdout
+    for status, _, fault in servedBy(port, "/async/stats", 6):
+        assert (status, fault) == (200, "latency")
+    assert min(get(port, "/async/stats")[3] for _ in range(3)) >= 0.3
+
+    # One replica only: the other answers as usual.
+    makeTarget("fault-clear", "SERVICE=async")
+    done = makeTarget("fault", "SERVICE=async", "ERRORS=100%", "REPLICA=2")
+    assert done.stdout.count("async 127.0.0.1:9000 (") == 1, done.stdout
+    answers = servedBy(port, "/async/stats", 30)
+    failing = {by for status, by, _ in answers if status == 500}
+    assert len(failing) == 1, answers
+    assert all(fault == "error" for status, _, fault in answers if status == 500)
+    assert any(status == 200 for status, _, _ in answers)
+
+    # The state is in each replica's /metrics (read inside the container:
+    # the backends are not published).
+    def metrics(container: str) -> str:
+        return subprocess.run(
+            [
+                "docker", "exec", container, "python", "-c",
+                "import urllib.request; print(urllib.request.urlopen("
+                "'http://127.0.0.1:8080/metrics').read().decode())",
+            ],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout
+
+    ruled = [c for c in replicas if 'fault_error_ratio{route="*"} 1.0' in metrics(c)]
+    assert len(ruled) == 1
+
+    makeTarget("fault-clear")
+    assert {status for status, _, _ in servedBy(port, "/async/stats", 10)} == {200}
+    assert all("fault_rules 0.0" in metrics(c) for c in replicas)
+
+
+@pytest.mark.compose
+def test_makeFaultSetsEveryWorkerOfTheFront(containersUp):
+    port = containersUp
+    done = makeTarget("fault", "SERVICE=front", "ERRORS=100%", "ROUTE=/static/")
+    workers = done.stdout.count("front 127.0.0.1:")
+    assert workers >= 2, done.stdout
+    for status, _, fault in servedBy(port, "/static/", 20):
+        assert (status, fault) == (500, "error")
+    makeTarget("fault-clear", "SERVICE=front")
+    assert {status for status, _, _ in servedBy(port, "/static/", 10)} == {200}
+
+
+@pytest.mark.compose
+def test_makeFaultRefusesABadValueWithOneLineAndStatus2(containersUp):
+    for values, says in (
+        (["LATENCY=fast"], "faults: latency 'fast' is not a duration"),
+        (["ERRORS=150%"], "faults: errors '150%' is out of range"),
+    ):
+        done = makeTarget("fault", "SERVICE=async", *values, check=False)
+        assert done.returncode == 2
+        ours = [line for line in done.stderr.splitlines() if not line.startswith("make")]
+        assert len(ours) == 1 and ours[0].startswith(says), done.stderr
+
+
+@pytest.mark.compose
+def test_theSwitchIsOnlyOnTheContainersLoopback(containersUp):
+    """
+    Another container (the front, on the same network) cannot reach a
+    backend's switch: it listens on that container's 127.0.0.1 only.
+    """
+    [front] = composeContainers("front")
+    done = subprocess.run(
+        [
+            "docker", "exec", front, "python", "-c",
+            "import socket\n"
+            "try:\n"
+            "    socket.create_connection(('async', 9000), timeout=5)\n"
+            "    print('reached')\n"
+            "except OSError as e:\n"
+            "    print('refused', type(e).__name__)\n",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.stdout.startswith("refused"), done
