@@ -39,7 +39,10 @@ TAIL ?= 100
 # WEBSTACK_PROMETHEUS_PUBLISH) is built and started with the stack;
 # MONITORING=0 leaves it out (and removes it if it runs).
 MONITORING ?= 1
-MONITORING_ON := $(filter-out 0,$(MONITORING))
+ifneq ($(filter-out 0 1,$(MONITORING)),)
+$(error MONITORING is 1 (Prometheus with the stack, the default) or 0 (without), not '$(MONITORING)')
+endif
+MONITORING_ON := $(filter 1,$(MONITORING))
 COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
              elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 export COMPOSE_PROJECT_NAME ?= webstack
