@@ -397,3 +397,48 @@ def test_aStickyChooserFollowsTheCookieAndTakesItOut():
     # The replica it names has been tried: another, and a new cookie.
     replica, setCookie = chooser.choose(request, cookies, [second])
     assert replica is replicas.replicas[0] and setCookie is not None
+
+
+def test_onlyFailingReplicasAreProbedBetweenFullRounds(monkeypatch):
+    """
+    A replica whose probe failed is asked again every unhealthy_interval,
+    the others every health_interval: probeAll(failingOnly=True) picks the
+    failing ones.
+    """
+    from webstack.front import probe
+
+    replicas, clock = replicaSet(1, 2, 3)
+    a, b, c = replicas.replicas
+    b.probeOK = False
+    c.probeOK = True
+    asked = []
+    from twisted.internet.defer import succeed
+
+    def ask(pool, reactor, replicaSet, replica, timeout):
+        asked.append(replica)
+        return succeed(None)
+
+    monkeypatch.setattr(probe, "probeReplica", ask)
+    probe.probeAll(None, clock, {"async": replicas}, 1.0, failingOnly=True)
+    assert asked == [b]
+    del asked[:]
+    probe.probeAll(None, clock, {"async": replicas}, 1.0)
+    assert asked == [a, b, c]
+
+
+def test_aNewOrderOfTheSameAddressesIsNotNews():
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    clock = ResolvingClock()
+    clock.nameResolver.answers["async"] = ["10.0.0.1", "10.0.0.2"]
+    replicas = ReplicaSet("async", [("async", 8080)], clock, 5.0)
+    replicas.refresh()
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock.nameResolver.answers["async"] = ["10.0.0.2", "10.0.0.1"]
+        replicas.refresh()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e for e in events if e.get("event") == "replicas"] == []
+    assert {r.host for r in replicas.replicas} == {"10.0.0.1", "10.0.0.2"}

@@ -7,13 +7,14 @@ each in a short form against real containers (tests/test_demos.py): the
 verdict is the assertion.
 """
 
-from . import cancel, chaos, drain, hostile, scale, sessions
+from . import cancel, chaos, drain, hostile, scale, sessions, slow
 
 DEMOS = {
     "cancel": cancel,
     "scale": scale,
     "chaos": chaos,
     "drain": drain,
+    "slow-replica": slow,
     "sessions": sessions,
     "hostile": hostile,
 }

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.name:
         print("demos (make demo-NAME), against the stack of `make up`:")
         for name, module in DEMOS.items():
-            print(f"  make demo-{name:<10} {module.TITLE}")
+            print(f"  make demo-{name:<13} {module.TITLE}")
         return 0
     module = DEMOS.get(args.name)
     if module is None:

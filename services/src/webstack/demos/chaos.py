@@ -14,7 +14,7 @@ import time
 
 from .compose import ComposeStack
 from .narration import Narrator
-from .traffic import SteadyLoad
+from .traffic import SteadyLoad, waitUntilSeen
 
 TITLE = "an async replica crashes under load: only its requests in flight fail"
 PATH = "/async/delay?seconds=0.3"
@@ -25,6 +25,7 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
     if len(before) < 2:
         say.step("make scale SERVICE=async N=2 (a survivor to fail over to)")
         stack.scale("async", 2)
+        waitUntilSeen(stack, "async", 2)
     replicas = stack.containers("async")
     victim = replicas[0]
     victimHost = stack.hostname(victim)

@@ -17,7 +17,7 @@ from webstack import registry
 
 from .compose import ComposeStack
 from .narration import Narrator
-from .traffic import SteadyLoad
+from .traffic import SteadyLoad, frontSees
 
 TITLE = "every backend restarted under load, no request lost"
 
@@ -65,8 +65,14 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{container} not healthy 60 s after its restart")
                     time.sleep(0.3)
+                # As an operator's rolling restart would: the next one only
+                # once the front sends to every replica again.
+                while frontSees(stack.front, name) != (2, 2):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the front did not take {container} back within 60 s")
+                    time.sleep(0.3)
                 durations.append(time.monotonic() - began)
-                say.note(f"{container} healthy again after {durations[-1]:.1f} s")
+                say.note(f"{container} back in the front's rotation after {durations[-1]:.1f} s")
                 restarted += 1
         time.sleep(1 if short else 3)
     finally:

@@ -14,7 +14,7 @@ import time
 
 from .compose import ComposeStack
 from .narration import Narrator
-from .traffic import get
+from .traffic import get, waitUntilSeen
 
 TITLE = "a session survives scaling; its replica's crash starts a new one"
 
@@ -56,7 +56,7 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
     say.figure("its counter", counts)
     say.step("make scale SERVICE=session N=3")
     stack.scale("session", 3)
-    time.sleep(2)
+    waitUntilSeen(stack, "session", 3)
     say.watch(f"http://{stack.publish}/ (three session replicas); the WEBSTACK_ROUTE cookie")
     visits = [_visit(browser) for _ in range(6 if short else 12)]
     survived = [n for n, _ in visits] == list(range(counts[-1] + 1, counts[-1] + 1 + len(visits)))

@@ -12,6 +12,7 @@ Every loop is bounded by a stop event, a deadline and a count.
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import threading
 import time
@@ -39,7 +40,7 @@ def percentile(values: list[float], share: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(share * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -161,3 +162,33 @@ def abandon(front: tuple[str, int], paths: list[str], hold: float,
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             s.close()
     return len(sockets)
+
+
+def frontSees(front: tuple[str, int], route: str) -> tuple[int, int]:
+    """
+    How many replicas of C{route} the front knows, and how many it would
+    send a request to now (its landing page, as JSON).
+    """
+    import json
+
+    status, _, body = get(front, "/", {"Accept": "application/json"})
+    if status != 200:
+        return 0, 0
+    for demo in json.loads(body)["demos"]:
+        if demo["route"] == route:
+            replicas = demo["replicas"]
+            return len(replicas), sum(1 for r in replicas if r["available"])
+    return 0, 0
+
+
+def waitUntilSeen(stack, route: str, replicas: int, limit: float = 60) -> None:
+    """
+    Wait until the front sends C{route}'s requests to C{replicas} replicas.
+
+    @raise TimeoutError: after C{limit} seconds.
+    """
+    deadline = time.monotonic() + limit
+    while frontSees(stack.front, route) != (replicas, replicas):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the front did not see {replicas} {route} replicas in {limit:g} s")
+        time.sleep(0.3)

@@ -52,10 +52,22 @@ def probeReplica(pool: UpstreamPool, reactor, replicaSet, replica, timeout: floa
     return d.addCallback(lambda code: code == 200).addBoth(concluded)
 
 
-def probeAll(pool: UpstreamPool, reactor, replicaSets, timeout: float):
+def probeAll(
+    pool: UpstreamPool, reactor, replicaSets, timeout: float, failingOnly: bool = False
+):
+    """
+    Probe every replica of every route, or, with C{failingOnly}, only those
+    whose last probe failed: a replica that failed once (not listening yet
+    when it was first resolved, or draining before a restart) is asked again
+    every C{unhealthy_interval} rather than every C{health_interval}, so it
+    is back in rotation within a second of being ready (Envoy's
+    C{unhealthy_interval}); otherwise a rolling restart of two replicas could
+    find both out at once.
+    """
     probes = [
         probeReplica(pool, reactor, replicaSet, replica, timeout)
         for replicaSet in replicaSets.values()
         for replica in list(replicaSet.replicas)
+        if not failingOnly or replica.probeOK is False
     ]
     return DeferredList(probes, consumeErrors=True) if probes else succeed(None)

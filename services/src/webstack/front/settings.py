@@ -125,6 +125,12 @@ class Settings:
     health_interval: float = setting(
         5.0, minimum=0.5, maximum=3600, help="probe each replica's /readyz every (s)"
     )
+    unhealthy_interval: float = setting(
+        1.0,
+        minimum=0.1,
+        maximum=3600,
+        help="probe a replica whose last probe failed every (s): back in rotation soon",
+    )
     trust_forwarded: bool = setting(
         False,
         help="keep the client's X-Forwarded-* (only behind another trusted proxy)",

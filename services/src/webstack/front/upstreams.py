@@ -140,7 +140,9 @@ class ReplicaSet:
     def _update(self, found: list[tuple[str, int]]) -> None:
         known = {(r.host, r.port): r for r in self.replicas}
         replicas = [known.get(pair) or Replica(*pair) for pair in dict.fromkeys(found)]
-        if [(r.host, r.port) for r in replicas] != [(r.host, r.port) for r in self.replicas]:
+        # The resolver's order changes from one lookup to the next (DNS round
+        # robin): only a replica added or gone is news.
+        if {(r.host, r.port) for r in replicas} != {(r.host, r.port) for r in self.replicas}:
             self.log.info(
                 "upstream {upstream}: replicas {replicas}",
                 event="replicas",
