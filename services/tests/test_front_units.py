@@ -442,3 +442,56 @@ def test_aNewOrderOfTheSameAddressesIsNotNews():
         globalLogPublisher.removeObserver(events.append)
     assert [e for e in events if e.get("event") == "replicas"] == []
     assert {r.host for r in replicas.replicas} == {"10.0.0.1", "10.0.0.2"}
+
+
+def test_aReplicaThatAppearsLaterWaitsForItsFirstProbe():
+    """
+    A container is in the engine's DNS before its service listens: a
+    replica resolved after the first lookup gets nothing until a probe
+    passes; those of the first lookup are tried at once.
+    """
+    clock = ResolvingClock()
+    clock.nameResolver.answers["async"] = ["10.0.0.1"]
+    replicas = ReplicaSet("async", [("async", 8080)], clock, 5.0)
+    replicas.refresh()
+    [first] = replicas.replicas
+    assert replicas.pick() is first
+    clock.nameResolver.answers["async"] = ["10.0.0.1", "10.0.0.2"]
+    replicas.refresh()
+    second = [r for r in replicas.replicas if r is not first][0]
+    assert {replicas.pick() for _ in range(4)} == {first}
+    assert replicas.pick(exclude=[first]) is None
+    second.probeOK = True
+    assert {replicas.pick() for _ in range(4)} == {first, second}
+
+
+def test_aSlowReplicaIsAvoidedThenTriedAgainAndComesBack():
+    """
+    Peak EWMA: a replica whose answers take a second costs what its slowest
+    answer took, so a fast one is preferred even with requests in flight;
+    the estimate decays, so the slow one is tried again after a while, and
+    once it answers fast it is back in rotation.
+    """
+    replicas, clock = replicaSet(1, 2)
+    fast, slow = replicas.replicas
+    fast.observeLatency(0.01, clock.seconds())
+    slow.observeLatency(1.0, clock.seconds())
+    fast.inFlight = 5
+    assert {replicas.pick() for _ in range(10)} == {fast}
+    clock.advance(25)  # the slow one's 1.0 s decays to within 2x of 11 ms...
+    fast.observeLatency(0.01, clock.seconds())  # ...while the fast one keeps answering
+    assert replicas.pick() is slow
+    slow.observeLatency(0.01, clock.seconds())
+    fast.inFlight = 0
+    fast.observeLatency(0.01, clock.seconds())
+    assert {replicas.pick() for _ in range(4)} == {fast, slow}
+
+
+def test_aSlowerAnswerIsTheNewEstimateAFasterOneIsAveragedIn():
+    replicas, clock = replicaSet(1)
+    [replica] = replicas.replicas
+    replica.observeLatency(0.1, 0.0)
+    replica.observeLatency(0.5, 1.0)
+    assert replica.latency == 0.5
+    replica.observeLatency(0.1, 2.0)
+    assert 0.1 < replica.latency < 0.5

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,10 +109,24 @@ class ComposeStack:
         out = self.docker("exec", container, "python", "-c", _READ_INSIDE, path, timeout=30)
         return json.loads(out)
 
-    def scale(self, service: str, replicas: int) -> None:
+    def scale(self, service: str, replicas: int, limit: float = 120) -> None:
+        """
+        Run C{replicas} containers of C{service} and wait until every one is
+        healthy, as C{make scale} does.
+        """
         self.compose(
             "up", "-d", "--no-deps", "--no-recreate", "--scale", f"{service}={replicas}", service
         )
+        deadline = time.monotonic() + limit
+        while True:
+            running = self.containers(service)
+            if len(running) == replicas and all(
+                self.state(c) == "running healthy" for c in running
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"{service}: not {replicas} healthy containers in {limit:g} s")
+            time.sleep(0.5)
 
     def crash(self, container: str) -> None:
         """

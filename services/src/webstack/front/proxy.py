@@ -214,7 +214,10 @@ class Exchange:
         self._stopTimer()
         self.headSeen = True
         proxy = self.proxy
-        proxy.metrics.headSeconds(self.route, proxy.reactor.seconds() - self._sentAt)
+        now = proxy.reactor.seconds()
+        proxy.metrics.headSeconds(self.route, now - self._sentAt)
+        if self.replica is not None:
+            self.replica.observeLatency(now - self._sentAt, now)
         request = self.request
         # The replica's Content-Type or none: Twisted's default (text/html)
         # would invite a browser to sniff an untyped body.

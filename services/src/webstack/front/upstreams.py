@@ -9,7 +9,15 @@ replicas that come and go are picked up without restarting the front.
 
 Balancing sends each request to the available replica with the fewest
 requests in flight (delayed responses make in-flight count, not request rate,
-the load), rotating among equals.  A replica is unavailable while it is
+the load), rotating among equals, unless one is much slower than the others:
+each replica keeps a "peak EWMA" of its time to a response head (Finagle's
+and Linkerd's estimate: a slower answer replaces it at once, a faster one is
+averaged in, and it decays as time passes), and a replica whose estimate is
+k times twice the fastest's counts as k times its requests in flight plus
+one.  So a replica turning slow is sent almost nothing at once, is tried
+again once its estimate has decayed, and comes back when it is fast again;
+replicas within twice each other's speed are balanced as before.  A replica
+is unavailable while it is
 ejected (it refused or did not accept a connection: left out for
 C{eject_seconds}) or while its last C{/readyz} probe failed.  When no replica
 is available the front answers 502 at once instead of waiting on a dead one;
@@ -24,12 +32,27 @@ outright keeps the replicas known.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from math import exp
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IResolutionReceiver
 from twisted.logger import Logger
 from zope.interface import implementer
+
+
+LATENCY_DECAY = 5.0
+"""
+Seconds over which a replica's latency estimate decays by a factor of e
+without a new answer: a replica found slow is tried again after a few
+seconds (its estimate falling to the others'), and so comes back once it is
+fast again.
+"""
+LATENCY_FLOOR = 0.005
+"""
+Added to every estimate: differences of a few milliseconds (a new
+connection, a busy moment) are noise, not a slower replica.
+"""
 
 
 class Replica:
@@ -47,8 +70,36 @@ class Replica:
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.baseURL = b"http://" + self.address.encode("ascii")
 
+    # The latency estimate (seconds) and when it was last brought up to date.
+    latency = 0.0
+    _latencyAt = 0.0
+
     def available(self, now: float) -> bool:
         return now >= self.ejectedUntil and self.probeOK is not False
+
+    def _decayed(self, now: float) -> float:
+        return self.latency * exp(-max(0.0, now - self._latencyAt) / LATENCY_DECAY)
+
+    def observeLatency(self, seconds: float, now: float) -> None:
+        """
+        A response head came C{seconds} after its request was sent: a
+        slower answer than the estimate replaces it (the peak), a faster one
+        is averaged in.
+        """
+        decayed = self._decayed(now)
+        if seconds >= decayed:
+            self.latency = seconds
+        else:
+            weight = exp(-max(0.0, now - self._latencyAt) / LATENCY_DECAY)
+            self.latency = decayed * weight + seconds * (1.0 - weight)
+        self._latencyAt = now
+
+    def estimate(self, now: float) -> float:
+        """
+        Its latency estimate now, decayed since the last answer, plus
+        L{LATENCY_FLOOR}.
+        """
+        return self._decayed(now) + LATENCY_FLOOR
 
     def __repr__(self) -> str:
         return f"<Replica {self.address} in_flight={self.inFlight}>"
@@ -139,7 +190,22 @@ class ReplicaSet:
 
     def _update(self, found: list[tuple[str, int]]) -> None:
         known = {(r.host, r.port): r for r in self.replicas}
-        replicas = [known.get(pair) or Replica(*pair) for pair in dict.fromkeys(found)]
+        replicas = []
+        for pair in dict.fromkeys(found):
+            replica = known.get(pair)
+            if replica is None:
+                replica = Replica(*pair)
+                if self.resolved:
+                    # A replica that appears later (a scaled or restarted
+                    # container) is sent nothing until its first probe
+                    # passes, a second at most after it listens (the
+                    # unhealthy interval): a container is in the engine's
+                    # DNS before its service listens, and a request refused
+                    # there would eject it for eject_seconds.  Those known
+                    # at start are tried at once.
+                    replica.probeOK = False
+                    replica.lastError = "new: waiting for its first probe"
+            replicas.append(replica)
         # The resolver's order changes from one lookup to the next (DNS round
         # robin): only a replica added or gone is news.
         if {(r.host, r.port) for r in replicas} != {(r.host, r.port) for r in self.replicas}:
@@ -154,9 +220,9 @@ class ReplicaSet:
 
     def pick(self, exclude: Sequence[Replica] = ()) -> Replica | None:
         """
-        The replica for the next request: the available one with the fewest
-        requests in flight, rotating among equals; L{None} if none is
-        available (or none but those in C{exclude}).
+        The replica for the next request: the available one of lowest
+        L{Replica.cost}, rotating among equals; L{None} if none is available
+        (or none but those in C{exclude}).
         """
         replicas = self.replicas
         count = len(replicas)
@@ -164,7 +230,7 @@ class ReplicaSet:
             return None
         now = self._reactor.seconds()
         self._turn = turn = (self._turn + 1) % count
-        best = None
+        candidates = []
         for i in range(count):
             replica = replicas[(turn + i) % count]
             if (
@@ -173,8 +239,18 @@ class ReplicaSet:
                 or (exclude and replica in exclude)
             ):
                 continue
-            if best is None or replica.inFlight < best.inFlight:
-                best = replica
+            candidates.append((replica, replica.estimate(now)))
+        if not candidates:
+            return None
+        # Within twice the fastest's estimate is as fast: those are told
+        # apart by requests in flight alone, rotating among equals.
+        reference = 2.0 * min(estimate for _, estimate in candidates)
+        best = None
+        bestCost = 0.0
+        for replica, estimate in candidates:
+            cost = (replica.inFlight + 1) * max(1.0, estimate / reference)
+            if best is None or cost < bestCost:
+                best, bestCost = replica, cost
         return best
 
     def availableReplicas(self, exclude: Sequence[Replica] = ()) -> list[Replica]:
