@@ -113,6 +113,8 @@ def test_aLineShowsTimeSourceMessageAndTheRestOfItsFields():
     assert text.startswith("2026-11-22T10:00:00.300000+00:00  webstack_front_1  info   GET /auth/ 200 12.0ms")
     assert "outcome=ok" in text and "route=/auth/" in text and "worker=1" in text
     assert "request_id" not in text and "duration_ms" not in text
+    [backend] = trace.matching([record("2026-11-22T10:00:00+00:00", request_id="r", forwarded_for=None)], "r")
+    assert "forwarded_for" not in trace.formatLine(backend)
     assert json.loads(trace.formatJSON(line)) == {**json.loads(FRONT), "source": "webstack_front_1"}
 
 

@@ -144,13 +144,13 @@ def matching(texts: Iterable[str], requestId: str) -> list[Line]:
 def formatLine(line: Line, sourceWidth: int = 0) -> str:
     """
     One line for people: time, source, level, message, then the fields the
-    message does not show, as C{key=value}.
+    message does not show and that have a value, as C{key=value}.
     """
     record = line.record
     extra = " ".join(
         f"{key}={json.dumps(value) if isinstance(value, str) and ' ' in value else value}"
         for key, value in record.items()
-        if key not in _SHOWN and not isinstance(value, (dict, list))
+        if key not in _SHOWN and value is not None and not isinstance(value, (dict, list))
     )
     head = (
         f"{record.get('time', '-')}  {line.source:<{sourceWidth}}  "
