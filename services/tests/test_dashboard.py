@@ -906,9 +906,13 @@ def test_chromiumDrawsTheDashboardUnderLoad(chromium, tmp_path):
         with LocalStack(ephemeral=True, backends=("async", "wsgi"), env=env) as stack:
             port = stack.services["front"].port
             page = f"http://127.0.0.1:{port}/-/dashboard"
-            # Some history first, so that the page has a few points.
+            # Some history first, so that each line has a few points.
             load = Load(port).start()
-            time.sleep(1.0)
+            waitForData(
+                port,
+                lambda d: sum(1 for r in d["series"]["async"]["rate"] if r) >= 2,
+                "two points under load",
+            )
             during = DOM(runChromium(chromium, page, tmp_path / "during", "--dump-dom"))
             load.join()
 
