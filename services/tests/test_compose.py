@@ -44,6 +44,8 @@ ENV = {
     **os.environ,
     "COMPOSE_PROJECT_NAME": PROJECT,
     "WEBSTACK_PUBLISH": f"127.0.0.1:{PORT}",
+    # Prometheus with the stack is test_monitoring's business.
+    "MONITORING": "0",
 }
 
 

@@ -169,6 +169,7 @@ def makeApp(context: AppContext) -> App:
         for route in settings.routes
     }
     metrics = ProxyMetrics(context.registry)
+    metrics.declare(route.name for route in settings.routes)
     gauges = ReplicaGauges(context.registry, replicaSets)
 
     proxies = [

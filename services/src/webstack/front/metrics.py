@@ -62,6 +62,16 @@ class ProxyMetrics:
             )
         return add
 
+    def declare(self, routes) -> None:
+        """
+        Make each route's counters of responses and cancellations at 0, so
+        that a rate over them counts their first increase (a series that
+        appears at 1 has no increase to Prometheus).
+        """
+        for route in routes:
+            for outcome in ("response", "client_gone_before_response", "client_gone_during_body"):
+                self.exchanges.labels(route, outcome)
+
     def outcome(self, route: str, outcome: str) -> None:
         self._add(self.exchanges, route, outcome)(1)
 
