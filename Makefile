@@ -330,3 +330,51 @@ demo: venv ## List the ops demos (make demo-NAME runs one against `make up`)
 
 demo-%: venv docker-check ## Run one ops demo against the stack of `make up`: make demo-cancel
 	$(PY) -m webstack.demos $* $(if $(SHORT),--short)
+
+# Docker Swarm (docs/swarm.md): the same images as a swarm stack,
+# swarm/stack.yml plus the configs and secrets rendered from config/.
+# SWARM_STACK names the stack; the front is published on SWARM_PUBLISH
+# (a port), bound on SWARM_BIND of the node that runs it when swarm-up made
+# the swarm; REGISTRY=host[:port] pushes the images there for other nodes.
+SWARM_STACK ?= webstack
+SWARM_PUBLISH ?= 8080
+SWARM_BIND ?= 127.0.0.1
+SWARM_ADVERTISE ?= 127.0.0.1
+SWARM_TIMEOUT ?= 300
+REGISTRY ?=
+SWARM_ENV = SWARM_STACK=$(SWARM_STACK) SWARM_PUBLISH=$(SWARM_PUBLISH) SWARM_BIND=$(SWARM_BIND) \
+  SWARM_ADVERTISE=$(SWARM_ADVERTISE) SWARM_TIMEOUT=$(SWARM_TIMEOUT) REGISTRY=$(REGISTRY) \
+  PYTHON=$(PYTHON)
+SWARM_CONVERGE = $(PYTHON) swarm/converge.py $(SWARM_STACK) --port $(SWARM_PUBLISH) --timeout $(SWARM_TIMEOUT)
+.PHONY: swarm-check swarm-up swarm-down swarm-ps swarm-scale swarm-update swarm-load
+
+swarm-check:
+	@docker info >/dev/null 2>&1 || { echo "the swarm targets need a running Docker engine and none answers here"; exit 1; }
+
+swarm-up: swarm-check images $(DIGEST_KEY) $(ROUTE_KEY) ## Deploy on Docker Swarm (a single-node one made if none); front on SWARM_PUBLISH (8080)
+	@$(SWARM_ENV) swarm/up.sh
+
+swarm-down: swarm-check ## Remove the swarm stack; leave the swarm only if swarm-up made it
+	@$(SWARM_ENV) swarm/down.sh
+
+swarm-ps: swarm-check ## The swarm stack's services and running tasks
+	@docker stack services $(SWARM_STACK)
+	@docker stack ps --filter desired-state=running $(SWARM_STACK)
+
+swarm-scale: swarm-check ## Run N tasks of a swarm service: make swarm-scale SERVICE=async N=3
+	@test -n "$(SERVICE)" || { echo "usage: make swarm-scale SERVICE=name N=count"; exit 2; }
+	@case "$(N)" in ''|*[!0-9]*) echo "N must be a count of tasks, not '$(N)'"; exit 2;; esac
+	docker service scale --detach $(SWARM_STACK)_$(SERVICE)=$(N)
+	@$(SWARM_CONVERGE)
+
+swarm-update: swarm-check ## Rolling update of one swarm service (new tasks, start-first): make swarm-update SERVICE=async
+	@test -n "$(SERVICE)" || { echo "usage: make swarm-update SERVICE=name"; exit 2; }
+	@since=$$(date +%s) && \
+	  docker service update --detach --quiet --force $(SWARM_STACK)_$(SERVICE) && \
+	  $(SWARM_CONVERGE) --updated $(SERVICE) --since $$since
+
+swarm-load: swarm-check build/wheels-load/.done ## locust master + WORKERS (default 2) workers as swarm services against the swarm front
+	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
+	  BASE_IMAGE=$$base $(COMPOSE) --profile load build --quiet locust-master
+	@$(SWARM_ENV) WORKERS=$(LOAD_WORKERS) USERS=$(USERS) SPAWN=$(SPAWN) DURATION=$(DURATION) \
+	  SCENARIO=$(SCENARIO) swarm/load.sh
