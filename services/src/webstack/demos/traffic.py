@@ -121,13 +121,19 @@ class SteadyLoad:
 def get(front: tuple[str, int], path: str, headers: dict[str, str] | None = None,
         timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
     """
-    One request on a connection of its own: status, headers, body.
+    One request on a connection of its own: status, headers (names in lower
+    case; a repeated one, like C{Set-Cookie}, its values joined by newlines),
+    body.
     """
     connection = http.client.HTTPConnection(*front, timeout=timeout)
     try:
         connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        found: dict[str, str] = {}
+        for name, value in response.getheaders():
+            name = name.lower()
+            found[name] = f"{found[name]}\n{value}" if name in found else value
+        return response.status, found, response.read()
     finally:
         connection.close()
 
