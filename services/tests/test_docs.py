@@ -30,7 +30,7 @@ _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 _INLINE_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
 _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_MAKE = re.compile(r"(?:^|[\s;(&|])make[ \t]+([a-z][a-z0-9-]*)")
+_MAKE = re.compile(r"(?:^|[\s;(&|])make[ \t]+([a-z][a-z0-9-]*(?:NAME)?)")
 _HELP_TARGET = re.compile(r"^([a-z][a-z0-9%-]*):.*## ", re.MULTILINE)
 
 
