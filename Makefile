@@ -71,7 +71,7 @@ UPGRADE ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-load lock load load-ui run test test-unit test-integration bench clean \
-        docker-check wheels images up down ps logs restart scale user load-compose
+        docker-check wheels images up down ps logs restart scale user load-compose load-ui-compose
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -233,6 +233,15 @@ load-compose: docker-check build/wheels-load/.done ## locust master + WORKERS (d
 	WORKERS=$(LOAD_WORKERS) $(COMPOSE) --profile load up --scale locust-worker=$(LOAD_WORKERS) \
 	  --exit-code-from locust-master locust-master locust-worker; \
 	  status=$$?; $(COMPOSE) --profile load rm -fsv locust-master locust-worker >/dev/null 2>&1; exit $$status
+
+load-ui-compose: docker-check build/wheels-load/.done ## locust's web UI in containers (master + WORKERS) on 127.0.0.1:8089; Ctrl-C stops it
+	@base=$$(SUITE=$(SUITE) BUILD_DIR=build services/docker/base-image.sh) && \
+	  BASE_IMAGE=$$base $(COMPOSE) --profile load build --quiet locust-master
+	@mkdir -p reports
+	@echo "locust's UI: http://$${WEBSTACK_LOCUST_PUBLISH:-127.0.0.1:8089}/ (Ctrl-C stops it)"
+	-LOAD_UI=1 WORKERS=$(LOAD_WORKERS) $(COMPOSE) --profile load up \
+	  --scale locust-worker=$(LOAD_WORKERS) locust-master locust-worker
+	@$(COMPOSE) --profile load rm -fsv locust-master locust-worker >/dev/null 2>&1
 
 # Prometheus's image installs Debian's package from the mirrors the host's apt
 # uses (APT_SOURCES, read here and never written down; none: the base image's).

@@ -38,7 +38,20 @@ SCENARIOS = {
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ui", action="store_true", help="locust's web UI on 127.0.0.1")
+    # In a container (`make load-ui-compose`) the environment says both: the
+    # UI listens on the container's every address, published on the host's
+    # loopback only.
+    parser.add_argument(
+        "--ui",
+        action="store_true",
+        default=os.environ.get("WEBSTACK_LOAD_UI") == "1",
+        help="locust's web UI (WEBSTACK_LOAD_UI=1 says the same)",
+    )
+    parser.add_argument(
+        "--web-host",
+        default=os.environ.get("WEBSTACK_LOAD_WEB_HOST", "127.0.0.1"),
+        help="the address the UI listens on (default 127.0.0.1)",
+    )
     parser.add_argument("--host")
     parser.add_argument("--users")
     parser.add_argument("--spawn-rate")
@@ -67,7 +80,7 @@ def main(argv=None) -> int:
         if value:
             command += [flag, value]
     if args.ui:
-        command += ["--web-host", "127.0.0.1"]
+        command += ["--web-host", args.web_host]
     else:
         command += ["--headless"]
     if (args.ui or args.scenario == "step") and not args.duration:
@@ -77,6 +90,10 @@ def main(argv=None) -> int:
         command += ["--processes", str(args.workers)]
     command += args.extra + SCENARIOS[args.scenario]
     env = dict(os.environ, WEBSTACK_SCENARIO=args.scenario)
+    # Compose passes LOCUST_USERS="" and the like for "not given" (so that
+    # config/locust.conf decides); locust reads an empty one as a bad value.
+    for name in [n for n, v in env.items() if n.startswith("LOCUST_") and not v]:
+        del env[name]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
     print(f"report: {directory}\n$ {' '.join(command)}", flush=True)
     process = subprocess.Popen(command, env=env, cwd=ROOT)

@@ -46,6 +46,8 @@ ENV = {
     "WEBSTACK_PUBLISH": f"127.0.0.1:{PORT}",
     # Prometheus with the stack is test_monitoring's business.
     "MONITORING": "0",
+    # Locust's UI, off a developer's own 8089.
+    "WEBSTACK_LOCUST_PUBLISH": "127.0.0.1:18089",
 }
 
 
@@ -393,6 +395,44 @@ def test_locustRunsDistributedInContainers(stack):
     books = summary["cancellation"]
     assert books["aborts_sent"] > 0 and books["cancellations_observed"] == books["aborts_sent"]
     assert containers("locust-master", all=True) == []
+
+
+def test_locustsUIRunsInContainersOnLoopback(stack):
+    """
+    `make load-ui-compose`: locust's master serves its web UI, published on
+    the host's loopback only; Ctrl-C (SIGINT to make) stops it and leaves
+    no locust container.
+    """
+    import signal
+    import urllib.request
+
+    process = subprocess.Popen(
+        ["make", "load-ui-compose", "WORKERS=1"],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+    try:
+
+        def answers():
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:18089/", timeout=2) as page:
+                    return page.status == 200 and b"locust" in page.read().lower()
+            except OSError:
+                return False
+
+        waitFor(answers, timeout=180, interval=1, what="locust's UI")
+        [master] = containers("locust-master")
+        ports = docker("port", master, "8089").split()
+        assert ports and all(p.startswith("127.0.0.1:") for p in ports)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    waitFor(lambda: containers("locust-master", all=True) == [], timeout=60, what="locust gone")
+    assert containers("locust-worker", all=True) == []
 
 
 def test_downLeavesNothingBehind(stack):
