@@ -344,16 +344,18 @@ demo-%: venv docker-check ## Run one ops demo against the stack of `make up`: ma
 # swarm/stack.yml plus the configs and secrets rendered from config/.
 # SWARM_STACK names the stack; the front is published on SWARM_PUBLISH
 # (a port), bound on SWARM_BIND of the node that runs it when swarm-up made
-# the swarm; REGISTRY=host[:port] pushes the images there for other nodes.
+# the swarm; REGISTRY=host[:port] pushes the images there for other nodes;
+# SWARM_EXTRA names more stack files merged last (placement, replicas).
 SWARM_STACK ?= webstack
 SWARM_PUBLISH ?= 8080
 SWARM_BIND ?= 127.0.0.1
 SWARM_ADVERTISE ?= 127.0.0.1
 SWARM_TIMEOUT ?= 300
 REGISTRY ?=
+SWARM_EXTRA ?=
 SWARM_ENV = SWARM_STACK=$(SWARM_STACK) SWARM_PUBLISH=$(SWARM_PUBLISH) SWARM_BIND=$(SWARM_BIND) \
   SWARM_ADVERTISE=$(SWARM_ADVERTISE) SWARM_TIMEOUT=$(SWARM_TIMEOUT) REGISTRY=$(REGISTRY) \
-  PYTHON=$(PYTHON)
+  SWARM_EXTRA="$(SWARM_EXTRA)" PYTHON=$(PYTHON)
 SWARM_CONVERGE = $(PYTHON) swarm/converge.py $(SWARM_STACK) --port $(SWARM_PUBLISH) --timeout $(SWARM_TIMEOUT)
 .PHONY: swarm-check swarm-up swarm-down swarm-ps swarm-scale swarm-update swarm-load
 

@@ -13,8 +13,9 @@
 #      by its own ID (so a rebuilt image rolls the services onto it), under
 #      $REGISTRY and pushed there when set (for the other nodes).
 #   3. The configs and secrets, rendered from config/ (swarm/content.py).
-#   4. docker stack deploy, then swarm/converge.py; then this stack's
-#      configs and secrets that no service uses any more are removed.
+#   4. docker stack deploy (with $SWARM_EXTRA's files last), then
+#      swarm/converge.py; then this stack's configs and secrets that no
+#      service uses any more are removed.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -86,13 +87,21 @@ if [ -n "$registry" ]; then
   auth=--with-registry-auth
 fi
 
+# More stack files, merged over these (placement, replicas, limits for a
+# cluster): SWARM_EXTRA="a.yml b.yml"; swarm/placement.example.yml is one.
+extra=
+for file in ${SWARM_EXTRA:-}; do
+  [ -f "$file" ] || die "SWARM_EXTRA names $file, which is not a file"
+  extra="$extra -c $file"
+done
+
 content=$state/$stack.content.json
 "$python" "$here/content.py" "$stack" "$root/config" "$content"
 
 say "deploying stack $stack ($deployed, front on port $publish)"
 WEBSTACK_IMAGE=$deployed SWARM_PUBLISH=$publish \
   docker stack deploy --prune --resolve-image "$resolve" $auth \
-    -c "$here/stack.yml" -c "$content" "$stack"
+    -c "$here/stack.yml" -c "$content" $extra "$stack"
 "$python" "$here/converge.py" "$stack" --port "$publish" --timeout "$timeout"
 
 # Configs and secrets of this stack left from earlier deploys: removing one

@@ -156,6 +156,52 @@ def test_theStackFileRunsEveryServiceAndRoutesByTaskNames():
     }
 
 
+def renderContent(tmp_path, config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["python3", str(ROOT / "swarm" / "content.py"), STACK, str(config), str(tmp_path / "c.json")],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_theContentIsOneConfigPerFileNamedByItsDigest(tmp_path):
+    """
+    A changed file is a new config (swarm configs cannot change), so the
+    services reading it roll; a file too large for swarm is refused with
+    the reason, not at deploy time.
+    """
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    assert renderContent(tmp_path, config).returncode == 0
+    first = json.loads((tmp_path / "c.json").read_text())
+    (config / "static" / "index.html").write_text("changed")
+    assert renderContent(tmp_path, config).returncode == 0
+    second = json.loads((tmp_path / "c.json").read_text())
+    changed = {v["name"] for v in second["configs"].values()} - {v["name"] for v in first["configs"].values()}
+    assert len(changed) == 1 and "static-index-html" in changed.pop()
+    assert set(second["secrets"]) == set(first["secrets"])
+    (config / "static" / "huge.bin").write_bytes(b"x" * (1000 * 1024 + 1))
+    result = renderContent(tmp_path, config)
+    assert result.returncode == 1
+    assert "huge.bin is 1024001 bytes; a swarm config holds at most 1024000" in result.stderr
+
+
+def test_thePlacementExampleMergesOverTheStack(tmp_path):
+    """
+    SWARM_EXTRA's files are merged last: swarm/placement.example.yml's
+    constraint reaches the front, whose one-per-node bound stays.
+    """
+    assert renderContent(tmp_path, ROOT / "config").returncode == 0
+    merged = yaml.safe_load(docker(
+        "stack", "config", "-c", str(ROOT / "swarm" / "stack.yml"), "-c", str(tmp_path / "c.json"),
+        "-c", str(ROOT / "swarm" / "placement.example.yml"),
+    ))
+    front = merged["services"]["front"]["deploy"]
+    assert front["replicas"] == 2
+    assert front["placement"]["constraints"] == ["node.labels.webstack.edge == true"]
+    assert front["placement"]["max_replicas_per_node"] == 1
+    assert merged["services"]["async"]["deploy"]["replicas"] == 3
+
+
 # The running stack.
 
 
@@ -428,6 +474,27 @@ def test_scaleSpreadsRequestsOverThreeTasks(swarm):
         assert set(seen) == hosts
     finally:
         make("swarm-scale", "SERVICE=async", "N=1")
+
+
+def test_aSessionStaysWithItsTask(swarm):
+    """
+    Two session tasks, each keeping its sessions in memory: the front's
+    routing cookie names the task that made the session, so every visit
+    counts on.
+    """
+    make("swarm-scale", "SERVICE=session", "N=2")
+    try:
+        response, _ = request(PORT, "GET", "/session/counter")
+        jar = "; ".join(c.split(";")[0] for c in response.headers.get_all("Set-Cookie"))
+        assert "WEBSTACK_ROUTE=" in jar
+        servedBy = {response.headers["X-Served-By"]}
+        for visit in range(2, 12):
+            response, body = request(PORT, "GET", "/session/counter", headers={"Cookie": jar})
+            assert body == f"Visit #{visit} for you!".encode()
+            servedBy.add(response.headers["X-Served-By"])
+        assert len(servedBy) == 1
+    finally:
+        make("swarm-scale", "SERVICE=session", "N=1")
 
 
 def test_locustRunsAsSwarmServices(swarm):
