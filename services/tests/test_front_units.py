@@ -453,12 +453,16 @@ def test_aReplicaThatAppearsLaterWaitsForItsFirstProbe():
     clock = ResolvingClock()
     clock.nameResolver.answers["async"] = ["10.0.0.1"]
     replicas = ReplicaSet("async", [("async", 8080)], clock, 5.0)
+    appeared = []
+    replicas.newReplica = appeared.append
     replicas.refresh()
     [first] = replicas.replicas
+    assert appeared == []
     assert replicas.pick() is first
     clock.nameResolver.answers["async"] = ["10.0.0.1", "10.0.0.2"]
     replicas.refresh()
     second = [r for r in replicas.replicas if r is not first][0]
+    assert appeared == [second]
     assert {replicas.pick() for _ in range(4)} == {first}
     assert replicas.pick(exclude=[first]) is None
     second.probeOK = True

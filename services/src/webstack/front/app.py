@@ -30,7 +30,7 @@ from .dashboard import (
 )
 from .landing import LandingPage, Links
 from .metrics import ProxyMetrics, ReplicaGauges
-from .probe import probeAll
+from .probe import probeAll, probeReplica
 from .proxy import RouteProxy
 from .settings import SECTION, SUBTABLES, Settings, loadSettings
 from .upstreams import ReplicaSet
@@ -168,6 +168,14 @@ def makeApp(context: AppContext) -> App:
         )
         for route in settings.routes
     }
+    for replicaSet in replicaSets.values():
+        # A replica that appears (a scaled or replaced container) is probed
+        # at once: it is sent nothing until a probe passes.
+        replicaSet.newReplica = (
+            lambda replica, replicaSet=replicaSet: probeReplica(
+                pool, reactor, replicaSet, replica, PROBE_TIMEOUT
+            )
+        )
     metrics = ProxyMetrics(context.registry)
     metrics.declare(route.name for route in settings.routes)
     gauges = ReplicaGauges(context.registry, replicaSets)

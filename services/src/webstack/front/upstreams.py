@@ -154,6 +154,11 @@ class ReplicaSet:
         self.replicas: list[Replica] = []
         self._turn = 0
         self.resolved = False
+        self.newReplica = None
+        """
+        Called with each replica that appears after the first lookup (the
+        front probes it at once), or L{None}.
+        """
         if all(isIPAddress(h) or isIPv6Address(h) for h, _ in self.targets):
             self._update([(h, p) for h, p in self.targets])
 
@@ -191,6 +196,7 @@ class ReplicaSet:
     def _update(self, found: list[tuple[str, int]]) -> None:
         known = {(r.host, r.port): r for r in self.replicas}
         replicas = []
+        appeared = []
         for pair in dict.fromkeys(found):
             replica = known.get(pair)
             if replica is None:
@@ -205,6 +211,7 @@ class ReplicaSet:
                     # at start are tried at once.
                     replica.probeOK = False
                     replica.lastError = "new: waiting for its first probe"
+                    appeared.append(replica)
             replicas.append(replica)
         # The resolver's order changes from one lookup to the next (DNS round
         # robin): only a replica added or gone is news.
@@ -217,6 +224,9 @@ class ReplicaSet:
             )
         self.replicas = replicas
         self.resolved = True
+        if self.newReplica is not None:
+            for replica in appeared:
+                self.newReplica(replica)
 
     def pick(self, exclude: Sequence[Replica] = ()) -> Replica | None:
         """
