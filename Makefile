@@ -239,9 +239,11 @@ load-ui-compose: docker-check build/wheels-load/.done ## locust's web UI in cont
 	  BASE_IMAGE=$$base $(COMPOSE) --profile load build --quiet locust-master
 	@mkdir -p reports
 	@echo "locust's UI: http://$${WEBSTACK_LOCUST_PUBLISH:-127.0.0.1:8089}/ (Ctrl-C stops it)"
-	-LOAD_UI=1 WORKERS=$(LOAD_WORKERS) $(COMPOSE) --profile load up \
-	  --scale locust-worker=$(LOAD_WORKERS) locust-master locust-worker
-	@$(COMPOSE) --profile load rm -fsv locust-master locust-worker >/dev/null 2>&1
+	@# Ctrl-C stops compose (its containers) but not this shell, which then
+	@# removes them (a handler, not an ignored signal: compose still gets it).
+	@trap true INT; LOAD_UI=1 WORKERS=$(LOAD_WORKERS) $(COMPOSE) --profile load up \
+	  --scale locust-worker=$(LOAD_WORKERS) locust-master locust-worker; \
+	  $(COMPOSE) --profile load rm -fsv locust-master locust-worker >/dev/null 2>&1; true
 
 # Prometheus's image installs Debian's package from the mirrors the host's apt
 # uses (APT_SOURCES, read here and never written down; none: the base image's).
