@@ -106,11 +106,11 @@ class Judge:
         if not wait:
             return None
         self._metrics["throttled"].inc()
-        return TooManyAttempts(math.ceil(wait))
+        return RetryLater(429, "Too many failed logins", math.ceil(wait))
 
     def busy(self, retryAfter: int) -> Resource:
         self._metrics["busy"].inc()
-        return ChecksBusyPage(retryAfter)
+        return RetryLater(503, "Too many password checks at once", retryAfter)
 
 
 def _noLogout() -> None:
@@ -193,36 +193,26 @@ class ObservedLogin:
         self._judge.failed(self._scheme, [self._address])
 
 
-class TooManyAttempts(Resource):
+class RetryLater(Resource):
+    """
+    C{status} with C{Retry-After: seconds}: the lockout's 429, or the 503 of
+    a full queue of password checks.
+    """
+
     isLeaf = True
 
-    def __init__(self, seconds: int) -> None:
+    def __init__(self, status: int, what: str, seconds: int) -> None:
         super().__init__()
+        self.status = status
+        self.what = what
         self.seconds = seconds
 
     def render(self, request):
         request.setHeader(b"retry-after", b"%d" % (self.seconds,))
         return errorBody(
             request,
-            429,
-            f"Too many failed logins; try again in {self.seconds} s.",
-            retry_after=self.seconds,
-        )
-
-
-class ChecksBusyPage(Resource):
-    isLeaf = True
-
-    def __init__(self, seconds: int) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    def render(self, request):
-        request.setHeader(b"retry-after", b"%d" % (self.seconds,))
-        return errorBody(
-            request,
-            503,
-            f"Too many password checks at once; try again in {self.seconds} s.",
+            self.status,
+            f"{self.what}; try again in {self.seconds} s.",
             retry_after=self.seconds,
         )
 
