@@ -26,6 +26,7 @@ LOAD_WORKERS = $(if $(filter-out 0,$(WORKERS)),$(WORKERS),2)
 BENCH_OUT ?= bench-results
 BENCH_DURATION ?= 5
 BENCH_ABORTS ?= 200
+BENCH_ROUNDS ?= 3
 BENCH_LATENESS ?= 2000,5000,9000
 
 # Containers (see README, "Containers").
@@ -192,7 +193,7 @@ test-integration: venv venv-load ## Only the tests over real sockets and process
 # matplotlib: the services' lock stays free of it.
 bench: venv venv-load $(ROUTE_KEY) ## Front (1, 2 workers) beside direct, nginx, stock Twisted; writes $(BENCH_OUT)/ (JSON, PNG)
 	$(PY) -m webstack.bench --out $(BENCH_OUT) --duration $(BENCH_DURATION) \
-	  --aborts $(BENCH_ABORTS) --lateness "$(BENCH_LATENESS)"
+	  --rounds $(BENCH_ROUNDS) --aborts $(BENCH_ABORTS) --lateness "$(BENCH_LATENESS)"
 	$(LOADVENV)/bin/python -m webstack.bench.chart $(BENCH_OUT)/latest.json $(BENCH_OUT)/latest.png
 
 clean: ## Remove the virtual environments, wheels and results

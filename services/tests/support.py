@@ -1,12 +1,15 @@
 """
 Helpers for the tests over real sockets: a recording HTTP upstream, a black
-hole that accepts and never answers, a port nobody listens on, a raw client.
+hole that accepts and never answers, a port nobody listens on, a raw client;
+and the programs some tests drive (nginx, chromium).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
 import socket
 import threading
 import time
@@ -212,3 +215,96 @@ def onePiece(answer: bytes) -> tuple[bytes, bytes]:
     lengths = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.startswith(b"content-length:")]
     assert lengths == [b"%d" % len(body)], head
     return head, body
+
+
+def requiredTool(name: str, package: str) -> str:
+    """
+    The path of program C{name}, installed from Debian's C{package} with
+    apt-get if missing and we may (root, apt-get present), as C{make bench}
+    does.  Only a machine where it cannot be installed skips the test; one
+    where the install was possible and failed fails it.
+    """
+    import pytest
+
+    from webstack.bench.tools import ensureTool
+
+    found, said = ensureTool(name, package)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        pytest.fail(said)
+    pytest.skip(said)
+
+
+# What every deployment of the stack must answer (the containers, the swarm).
+
+
+def checkEveryDemoAnswers(port: int) -> None:
+    """
+    One request to each demo through a deployed front: each answers as its
+    service does.
+    """
+    response, body = request(port, "GET", "/async/delay?seconds=0")
+    assert response.status == 200 and b"Sorry to keep you waiting." in body
+    response, body = request(port, "GET", "/static/")
+    assert response.status == 200 and b"Static files" in body
+    response, body = request(port, "GET", "/static/large.txt", headers={"Range": "bytes=0-99"})
+    assert response.status == 206 and len(body) == 100
+    response, body = request(port, "GET", "/rpy/delay.rpy")
+    assert response.status == 200
+    response, body = request(port, "GET", "/wsgi/hello")
+    assert body == b"Hello, world!"
+    response, body = request(port, "GET", "/cgi/date-example.sh")
+    assert response.status == 200 and response.headers["Content-Type"] == "text/plain"
+    response, body = request(port, "GET", "/cgi/date-filtered.sh")
+    assert body.startswith(b"run by a FilteredScript")
+
+
+def checkAuthAndSessions(port: int) -> None:
+    """
+    Through a deployed front: Basic and Digest with the users the auth
+    service reads from its files, and a session that keeps its count.
+    """
+    import base64
+
+    response, _ = request(port, "GET", "/auth/")
+    assert response.status == 401
+    basic = base64.b64encode(b"alice:wonderland-2026").decode()
+    response, body = request(port, "GET", "/auth/", headers={"Authorization": f"Basic {basic}"})
+    assert response.status == 200 and b"alice's public_html" in body
+    challenge = request(port, "GET", "/auth/")[0].headers.get_all("WWW-Authenticate")[1]
+    header = digestAuthorization(challenge, "bob", "builder-2026", "GET", "/auth/")
+    response, body = request(port, "GET", "/auth/", headers={"Authorization": header})
+    assert response.status == 200 and b"bob's public_html" in body
+
+    response, body = request(port, "GET", "/session/counter")
+    cookies = response.headers.get_all("Set-Cookie")
+    [session] = [c for c in cookies if c.startswith("TWISTED_SESSION")]
+    assert "HttpOnly" in session and "SameSite=Lax" in session
+    # The routing cookie too, where the front sets one.
+    jar = "; ".join(c.split(";")[0] for c in cookies)
+    response, body = request(port, "GET", "/session/counter", headers={"Cookie": jar})
+    assert body == b"Visit #2 for you!"
+
+
+def checkAbortCancelsTheBackendWork(port: int) -> None:
+    """
+    Through a deployed front: a client that leaves a request to
+    C{/async/interruptible} has its delayed call cancelled at the backend.
+    """
+
+    def interruptible():
+        return getJSON(port, "/async/stats")["endpoints"]["interruptible"]
+
+    before = interruptible()
+    s = rawSend(
+        port,
+        b"GET /async/interruptible?seconds=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    waitFor(lambda: interruptible()["in_flight"] == 1, what="backend started")
+    s.close()
+    waitFor(
+        lambda: interruptible()["cancelled"] == before["cancelled"] + 1,
+        what="backend cancelled",
+    )
+    assert interruptible()["in_flight"] == 0

@@ -22,6 +22,7 @@ from webstack.bench import proctree
 from webstack.bench.lateness import LatenessRun, peakOverlap
 from webstack.bench.load import parseWrk, percentile
 from webstack.bench.nginx import nginxConfig
+from webstack.bench.phases import medianOfRounds
 from webstack.bench.report import (
     COLUMNS,
     evaluateTargets,
@@ -30,7 +31,8 @@ from webstack.bench.report import (
     tableRows,
     writeResults,
 )
-from webstack.bench.tools import findTool
+
+from .support import requiredTool
 
 BURN = 0.3
 """
@@ -148,13 +150,18 @@ def test_nginxConfig(tmp_path):
             assert str(tmp_path) in line
 
 
-@pytest.mark.skipif(findTool("nginx") is None, reason="nginx is not installed")
+@pytest.mark.integration
 def test_nginxAcceptsTheConfig(tmp_path):
+    """
+    nginx itself accepts the configuration the bench writes (installed as
+    C{make bench} installs it; skipped only where it cannot be).
+    """
+    nginx = requiredTool("nginx", "nginx-light")
     conf = tmp_path / "nginx.conf"
     user = "root root" if os.geteuid() == 0 else None
     conf.write_text(nginxConfig(str(tmp_path), 12345, 23456, openFiles=1024, user=user))
     result = subprocess.run(
-        [findTool("nginx"), "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", f"{tmp_path}/error.log"],
+        [nginx, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", f"{tmp_path}/error.log"],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stderr
@@ -257,6 +264,52 @@ def test_tableShape():
     assert lateness[[k for k, _ in COLUMNS].index("front2")] == "2/70/75 (2 failed)"
     text = formatTable(results)
     assert len(text.splitlines()) == len(rows) + 1
+
+
+def test_medianOfRoundsTakesEachFigureOnItsOwnAndKeepsEveryRound():
+    def figure(rps, ratio, proxy, requests):
+        return {
+            "requests_per_second": rps,
+            "ratio_to_direct": ratio,
+            "proxy_cpu_us_per_request": proxy,
+            "server_cpu_us_per_request": 70.0,
+            "requests": requests,
+        }
+
+    rounds = [
+        {"front1": figure(5000.0, 0.40, 210.0, 25000)},
+        {"front1": figure(6000.0, 0.50, 150.0, 30000)},
+        {"front1": figure(4000.0, 0.45, 190.0, 20000)},
+    ]
+    combined = medianOfRounds(rounds)["front1"]
+    assert combined["requests_per_second"] == 5000.0
+    # Each ratio is a ratio within its round: the median of those.
+    assert combined["ratio_to_direct"] == 0.45
+    # Each figure on its own: not the median req/s round's 210.
+    assert combined["proxy_cpu_us_per_request"] == 190.0
+    # The counts are the round whose req/s is the median.
+    assert combined["requests"] == 25000
+    assert [r["ratio_to_direct"] for r in combined["rounds"]] == [0.40, 0.50, 0.45]
+    rows = dict(tableRows({"throughput": {"front1": combined}}))
+    assert rows["ratio over the rounds, min-max"][[k for k, _ in COLUMNS].index("front1")] == (
+        "0.40-0.50"
+    )
+    assert medianOfRounds(rounds[:1])["front1"]["rounds"] == [
+        {k: rounds[0]["front1"][k] for k in combined["rounds"][0]}
+    ]
+
+
+def test_theMedianOfAnEvenCountIsAFigureSomeRoundMeasured():
+    rounds = [
+        {"front1": {"requests_per_second": 0.0, "ratio_to_direct": 0.0, "requests": 0,
+                    "error": "connection refused"}},
+        {"front1": {"requests_per_second": 12000.0, "ratio_to_direct": 0.9, "requests": 60000}},
+    ]
+    combined = medianOfRounds(rounds)["front1"]
+    # Never 6,000 req/s beside the counts of a round that served none.
+    assert combined["requests_per_second"] == 0.0
+    assert combined["ratio_to_direct"] == 0.0
+    assert combined["requests"] == 0 and combined["error"] == "connection refused"
 
 
 def test_targets():

@@ -433,12 +433,14 @@ def test_anyAccessFieldIsEncodedAsJSONWould():
 
 
 def test_startupObjectsAreFrozenOncePerProcess(monkeypatch):
-    from webstack.runtime import site as siteModule
+    import gc
+
+    from webstack.runtime import collector
 
     calls = []
-    monkeypatch.setattr(siteModule, "_frozen", False)
-    monkeypatch.setattr(siteModule.gc, "collect", lambda: calls.append("collect"))
-    monkeypatch.setattr(siteModule.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(collector, "_frozen", False)
+    monkeypatch.setattr(gc, "collect", lambda: calls.append("collect"))
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     for _ in range(2):
         site, channel, transport, clock, registry = serve()
         site.doStart()

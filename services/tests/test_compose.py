@@ -12,6 +12,7 @@ a machine without one skips them (CI has one, and runs them).
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -21,7 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from .support import getJSON, rawSend, request, waitFor
+from .support import (
+    checkAbortCancelsTheBackendWork,
+    checkAuthAndSessions,
+    checkEveryDemoAnswers,
+    getJSON,
+    request,
+    waitFor,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "webstack-test"
@@ -222,6 +230,26 @@ def test_theEngineAppliesTheLimits(stack):
     assert cgi["mem_limit"] in ("300m", str(300 * 2**20))
 
 
+def test_theFrontRunsOneWorkerPerCPUItsCPUsAllow(stack):
+    """
+    workers = 0 counts the container's CPU quota (compose's cpus), not the
+    host's CPUs: the front's parent says how many it started.
+    """
+    [container] = containers("front")
+    cpus = float(composeLimits()["front"]["cpus"])
+    out = subprocess.run(
+        ["docker", "logs", container], capture_output=True, text=True, timeout=60
+    ).stdout
+    listening = [
+        json.loads(line) for line in out.splitlines()
+        if line.startswith("{") and '"event": "listening"' in line
+    ]
+    # With several, a parent says how many workers it started; with one,
+    # the front is that one process.
+    workers = [event["workers"] for event in listening if "workers" in event] or [1]
+    assert listening and workers == [min(math.ceil(cpus), os.cpu_count())]
+
+
 def test_upStartsEveryServiceHealthyBehindTheFront(stack):
     states = docker(
         "ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
@@ -240,39 +268,11 @@ def test_upStartsEveryServiceHealthyBehindTheFront(stack):
 
 
 def test_everyDemoAnswersThroughThePublishedFront(stack):
-    response, body = request(stack, "GET", "/async/delay?seconds=0")
-    assert response.status == 200 and b"Sorry to keep you waiting." in body
-    response, body = request(stack, "GET", "/static/")
-    assert response.status == 200 and b"Static files" in body
-    response, body = request(stack, "GET", "/wsgi/hello")
-    assert body == b"Hello, world!"
-    response, body = request(stack, "GET", "/cgi/date-example.sh")
-    assert response.status == 200 and response.headers["Content-Type"] == "text/plain"
-    response, body = request(stack, "GET", "/cgi/date-filtered.sh")
-    assert body.startswith(b"run by a FilteredScript")
+    checkEveryDemoAnswers(stack)
 
 
 def test_cookiesAndAuthWorkThroughTheContainers(stack):
-    import base64
-
-    from .support import digestAuthorization
-
-    response, _ = request(stack, "GET", "/auth/")
-    assert response.status == 401
-    basic = base64.b64encode(b"alice:wonderland-2026").decode()
-    response, body = request(stack, "GET", "/auth/", headers={"Authorization": f"Basic {basic}"})
-    assert response.status == 200 and b"alice's public_html" in body
-    challenge = request(stack, "GET", "/auth/")[0].headers.get_all("WWW-Authenticate")[1]
-    header = digestAuthorization(challenge, "bob", "builder-2026", "GET", "/auth/")
-    response, body = request(stack, "GET", "/auth/", headers={"Authorization": header})
-    assert response.status == 200 and b"bob's public_html" in body
-
-    response, body = request(stack, "GET", "/session/counter")
-    cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    jar = cookie.split(";")[0]
-    response, body = request(stack, "GET", "/session/counter", headers={"Cookie": jar})
-    assert body == b"Visit #2 for you!"
+    checkAuthAndSessions(stack)
 
 
 def test_onlyTheFrontIsPublishedAndOnLoopback(stack):
@@ -285,21 +285,7 @@ def test_onlyTheFrontIsPublishedAndOnLoopback(stack):
 
 
 def test_aClientAbortThroughTheContainerizedFrontCancelsTheBackendWork(stack):
-    def interruptible():
-        return getJSON(stack, "/async/stats")["endpoints"]["interruptible"]
-
-    before = interruptible()
-    s = rawSend(
-        stack,
-        b"GET /async/interruptible?seconds=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    waitFor(lambda: interruptible()["in_flight"] == 1, what="backend started")
-    s.close()
-    waitFor(
-        lambda: interruptible()["cancelled"] == before["cancelled"] + 1,
-        what="backend cancelled",
-    )
-    assert interruptible()["in_flight"] == 0
+    checkAbortCancelsTheBackendWork(stack)
 
 
 def test_aKilledBackendGives502AtOnceAndItsRouteRecovers(stack):

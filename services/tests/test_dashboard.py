@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -59,7 +58,7 @@ from webstack.localstack import LocalStack
 from webstack.runtime.config import ConfigError
 from webstack.runtime.metrics import HTTPMetrics
 
-from .support import closedPort
+from .support import closedPort, requiredTool
 
 ROUTES = (
     RouteSettings(prefix="/async/", upstream="127.0.0.1:8081,127.0.0.2:8081", name="async"),
@@ -755,25 +754,9 @@ def test_prometheusIsTheSourceWhileItAnswersThenTheFrontsOwnCounters():
 # In a real browser.
 
 
-def chromiumBinary() -> str:
-    """
-    Debian's chromium, installed with apt-get if missing and we may (as
-    C{make bench} installs nginx and wrk).  Only a machine where it cannot
-    be installed skips.
-    """
-    from webstack.bench.tools import ensureTool
-
-    found, said = ensureTool("chromium", "chromium")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        pytest.fail(said)
-    pytest.skip(said)
-
-
 @pytest.fixture(scope="module")
 def chromium():
-    return chromiumBinary()
+    return requiredTool("chromium", "chromium")
 
 
 def runChromium(binary, url, workdir, *extra, budget=3000):

@@ -20,7 +20,8 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from webstack.front.affinity import RouteCookie
-from webstack.front.client import UpstreamPool
+from webstack.front.client import MAX_FETCH_BYTES, UpstreamPool, fetch, fetchStatus
+from webstack.front.failures import UpstreamFailure
 from webstack.front.metrics import ProxyMetrics
 from webstack.front.proxy import RouteProxy
 from webstack.front.settings import RouteSettings
@@ -70,12 +71,38 @@ class Held(Resource):
         return server.NOT_DONE_YET
 
 
+class Big(Resource):
+    """
+    A body longer than a fetch keeps by default, in two halves a second
+    apart (a socket's reads are at most 64 KiB each).
+    """
+
+    isLeaf = True
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def render(self, request):
+        half = (MAX_FETCH_BYTES + 2) // 2
+        request.setHeader(b"content-length", b"%d" % (2 * half,))
+        request.write(b"x" * half)
+
+        def rest():
+            request.write(b"x" * half)
+            request.finish()
+
+        self.clock.callLater(1, rest)
+        return server.NOT_DONE_YET
+
+
 class Backend:
     def __init__(self, clock):
         self.seen = []
         demos = Resource()
         self.held = Held(self.seen)
         demos.putChild(b"instant", Instant(self.seen))
+        demos.putChild(b"big", Big(clock))
         demos.putChild(b"held", self.held)
         root = Resource()
         root.putChild(b"async", demos)
@@ -598,3 +625,70 @@ def test_aFailureWhileStartingAnExchangeGivesItsSlotBack():
     assert out.startswith(b"HTTP/1.1 502 ")
     assert world.replicas.replicas[0].inFlight == 0
     assert world.outcome("error") == 1
+
+
+# The front's own fetches (probes, Prometheus queries) on the same pool.
+
+
+def test_aFetchGivesTheStatusAndBodyAndLeavesTheConnectionPooled():
+    world = World()
+    answers = []
+    fetch(world.pool, "10.0.0.1", 80, b"/async/instant", b"t", accept=b"text/plain").addBoth(
+        answers.append
+    )
+    world.accept()
+    assert answers == [(200, b"hello ")]
+    request = world.backend.seen[-1]
+    assert request.getHeader(b"host") == b"10.0.0.1:80"
+    assert request.getHeader(b"accept") == b"text/plain"
+    assert request.getHeader(b"user-agent") == b"t"
+    assert world.pool.idleCount() == 1
+    statuses = []
+    fetchStatus(world.pool, "10.0.0.1", 80, b"/async/instant", b"t").addBoth(statuses.append)
+    world.flush()
+    assert statuses == [200]
+    assert world.connections() == []  # the pooled connection served it
+    assert world.backend.seen[-1].getHeader(b"accept") is None
+
+
+def test_anIPv6HostIsBracketedInTheHostHeader():
+    world = World("::1")
+    fetch(world.pool, "::1", 80, b"/async/instant", b"t")
+    world.accept()
+    assert world.backend.seen[-1].getHeader(b"host") == b"[::1]:80"
+
+
+def test_aFetchedBodyOfExactlyTheLimitIsKept():
+    world = World()
+    answers = []
+    fetch(world.pool, "10.0.0.1", 80, b"/async/instant", b"t", maxBody=6).addBoth(answers.append)
+    world.accept()
+    assert answers == [(200, b"hello ")]
+
+
+def test_aFetchedBodyOverItsLimitFailsAndClosesTheConnection():
+    world = World()
+    answers = []
+    fetch(world.pool, "10.0.0.1", 80, b"/async/instant", b"t", maxBody=5).addBoth(answers.append)
+    world.accept()
+    [failure] = answers
+    assert failure.check(UpstreamFailure)
+    assert failure.value.kind == "error"
+    assert failure.value.detail == "the answer is over 5 bytes"
+    assert world.upstreamTransports[-1].disconnecting or world.upstreamTransports[-1].disconnected
+    assert world.pool.idleCount() == 0
+    # The next fetch does not get the aborted connection: it makes a new one.
+    fetch(world.pool, "10.0.0.1", 80, b"/async/instant", b"t")
+    assert world.connections() == [("10.0.0.1", 80)]
+
+
+def test_aStatusFetchReadsAnyBodyAndKeepsNone():
+    # A probe's answer is its status: a long /readyz is still ready.
+    world = World()
+    statuses = []
+    fetchStatus(world.pool, "10.0.0.1", 80, b"/async/big", b"t").addBoth(statuses.append)
+    world.accept()
+    world.clock.advance(1)
+    world.flush()
+    assert statuses == [200]
+    assert world.pool.idleCount() == 1

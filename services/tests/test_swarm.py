@@ -30,7 +30,14 @@ import yaml
 
 from webstack import registry
 
-from .support import digestAuthorization, getJSON, rawSend, request, waitFor
+from .support import (
+    checkAbortCancelsTheBackendWork,
+    checkAuthAndSessions,
+    checkEveryDemoAnswers,
+    getJSON,
+    request,
+    waitFor,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "webstack-swarm-test"
@@ -246,39 +253,11 @@ def test_theFrontIsPublishedOnLoopbackOnly(swarm):
 def test_everyDemoAnswersThroughTheFront(swarm):
     demos = {d["route"]: d for d in getJSON(PORT, "/")["demos"]}
     assert {name for name, d in demos.items() if d["state"] == "ok"} == {r.name for r in registry.ROUTES}
-    response, body = request(PORT, "GET", "/async/delay?seconds=0")
-    assert response.status == 200 and b"Sorry to keep you waiting." in body
-    response, body = request(PORT, "GET", "/static/")
-    assert response.status == 200 and b"Static files" in body
-    response, body = request(PORT, "GET", "/static/large.txt", headers={"Range": "bytes=0-99"})
-    assert response.status == 206 and len(body) == 100
-    response, body = request(PORT, "GET", "/rpy/delay.rpy")
-    assert response.status == 200
-    response, body = request(PORT, "GET", "/wsgi/hello")
-    assert body == b"Hello, world!"
-    response, body = request(PORT, "GET", "/cgi/date-example.sh")
-    assert response.status == 200 and response.headers["Content-Type"] == "text/plain"
-    response, body = request(PORT, "GET", "/cgi/date-filtered.sh")
-    assert body.startswith(b"run by a FilteredScript")
+    checkEveryDemoAnswers(PORT)
 
 
 def test_authReadsItsSecretsAndSessionsStick(swarm):
-    import base64
-
-    response, _ = request(PORT, "GET", "/auth/")
-    assert response.status == 401
-    basic = base64.b64encode(b"alice:wonderland-2026").decode()
-    response, body = request(PORT, "GET", "/auth/", headers={"Authorization": f"Basic {basic}"})
-    assert response.status == 200 and b"alice's public_html" in body
-    challenge = request(PORT, "GET", "/auth/")[0].headers.get_all("WWW-Authenticate")[1]
-    header = digestAuthorization(challenge, "bob", "builder-2026", "GET", "/auth/")
-    response, body = request(PORT, "GET", "/auth/", headers={"Authorization": header})
-    assert response.status == 200 and b"bob's public_html" in body
-
-    response, body = request(PORT, "GET", "/session/counter")
-    jar = "; ".join(c.split(";")[0] for c in response.headers.get_all("Set-Cookie"))
-    response, body = request(PORT, "GET", "/session/counter", headers={"Cookie": jar})
-    assert body == b"Visit #2 for you!"
+    checkAuthAndSessions(PORT)
 
 
 OWN_CONFIG = {
@@ -334,21 +313,7 @@ def test_eachTaskSeesOnlyItsOwnFilesAndTheSecretsAreSecrets(swarm):
 
 
 def test_aClientAbortThroughTheSwarmFrontCancelsTheBackendWork(swarm):
-    def interruptible():
-        return getJSON(PORT, "/async/stats")["endpoints"]["interruptible"]
-
-    before = interruptible()
-    s = rawSend(
-        PORT,
-        b"GET /async/interruptible?seconds=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    waitFor(lambda: interruptible()["in_flight"] == 1, what="backend started")
-    s.close()
-    waitFor(
-        lambda: interruptible()["cancelled"] == before["cancelled"] + 1,
-        what="backend cancelled",
-    )
-    assert interruptible()["in_flight"] == 0
+    checkAbortCancelsTheBackendWork(PORT)
 
 
 class SteadyLoad:

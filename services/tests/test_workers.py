@@ -41,6 +41,7 @@ from webstack.runtime.workers import (
     WorkerLogObserver,
     WorkerParent,
     cpuCount,
+    cpuQuota,
     workerCount,
     workerRequestFactory,
 )
@@ -101,6 +102,38 @@ def test_backoffIsPerWorker():
 def test_zeroWorkersMeansOnePerCPU():
     assert workerCount(0) == cpuCount() >= 1
     assert workerCount(3) == 3
+
+
+def cgroup(tmp_path, files):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({}, None),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 0.5),
+        ({"cpu.max": "garbage\n"}, None),
+    ],
+)
+def test_theCPUQuotaOfTheContainersCgroup(tmp_path, files, quota):
+    assert cpuQuota(cgroup(tmp_path, files)) == quota
+
+
+def test_aQuotaCapsTheCPUCountRoundedUp(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert cpuCount(tmp_path) == 4  # no quota: the affinity mask
+    assert cpuCount(cgroup(tmp_path / "a", {"cpu.max": "50000 100000\n"})) == 1
+    assert cpuCount(cgroup(tmp_path / "b", {"cpu.max": "150000 100000\n"})) == 2
+    assert cpuCount(cgroup(tmp_path / "c", {"cpu.max": "800000 100000\n"})) == 4
 
 
 # The parent, against a fake reactor.

@@ -70,6 +70,12 @@ def parseArguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="webstack.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="throughput rounds over every server; each figure is its median over them",
+    )
     parser.add_argument("--aborts", type=int, default=200, help="client aborts per proxy")
     parser.add_argument(
         "--lateness",
@@ -85,8 +91,13 @@ def parseArguments(argv) -> argparse.Namespace:
         parser.error(f"--lateness {args.lateness!r}: not a list of numbers")
     if any(n < 1 or n > 20000 for n in args.counts):
         parser.error("--lateness counts must be between 1 and 20000")
-    if not 1 <= args.aborts <= 5000 or not 0.5 <= args.duration <= 120 or not 1 <= args.clients <= 8:
-        parser.error("--aborts 1..5000, --duration 0.5..120, --clients 1..8")
+    if (
+        not 1 <= args.aborts <= 5000
+        or not 0.5 <= args.duration <= 120
+        or not 1 <= args.clients <= 8
+        or not 1 <= args.rounds <= 9
+    ):
+        parser.error("--aborts 1..5000, --duration 0.5..120, --clients 1..8, --rounds 1..9")
     return args
 
 
@@ -133,9 +144,11 @@ def main(argv=None) -> int:
             progress.detail(f"nginx column skipped: {nginxFailed}")
 
         progress(f"throughput of a 52-byte answer (wrk 1 thread, 64 connections,"
-                 f" {args.duration:g} s each, after 1 s of warm-up)...")
+                 f" {args.duration:g} s each, after 1 s of warm-up"
+                 + (f"; {args.rounds} rounds, medians reported)..." if args.rounds > 1 else ")..."))
         results["throughput"] = measureThroughput(
-            wrk, servers, backend.process.pid, args.duration, progress, results["notes"]
+            wrk, servers, backend.process.pid, args.duration, progress, results["notes"],
+            rounds=args.rounds,
         )
         results["runtime_overhead"] = runtimeOverhead(results["throughput"])
         processes = results["throughput"]["front2"]["processes"]

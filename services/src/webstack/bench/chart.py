@@ -81,7 +81,11 @@ def _lateness(ax, results: dict) -> None:
     ax.set_xticks(range(len(counts)), [f"{int(c):,} over {int(c) / 1000:g} s" for c in counts],
                   fontsize=8)
     ax.set_title("lateness p99 (ms) of a 2-s delay", fontsize=10)
-    ax.legend(fontsize=7)
+    if keys:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no lateness runs (BENCH_LATENESS empty)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
 
 
 def drawChart(results: dict, path: Path) -> None:

@@ -6,6 +6,7 @@ throughput and CPU per request, client aborts, lateness and memory.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 
@@ -40,11 +41,24 @@ schedule gets a note: the load generator itself was short of CPU.
 """
 
 
-def measureThroughput(wrk, servers, backendPid, seconds, progress, notes) -> dict:
+def measureThroughput(wrk, servers, backendPid, seconds, progress, notes, rounds) -> dict:
     """
     wrk against every server in turn, with the CPU of its process tree
-    (and of the backend behind it) read before and after.
+    (and of the backend behind it) read before and after; the whole turn
+    C{rounds} times, so every column is measured beside the others in each
+    round, and each figure is its median over the rounds (L{medianOfRounds}).
     """
+    measured = []
+    for number in range(1, rounds + 1):
+        if rounds > 1:
+            progress.detail(f"round {number} of {rounds}:")
+        measured.append(
+            _throughputRound(wrk, servers, backendPid, seconds, progress, notes, number)
+        )
+    return medianOfRounds(measured)
+
+
+def _throughputRound(wrk, servers, backendPid, seconds, progress, notes, number) -> dict:
     figures = {}
     for key, (port, root) in servers.items():
         url = f"http://127.0.0.1:{port}{TINY}"
@@ -62,7 +76,8 @@ def measureThroughput(wrk, servers, backendPid, seconds, progress, notes) -> dic
         figures[key] = figure
         if figure["non_2xx"] or figure["socket_errors"] != "none":
             notes.append(
-                f"throughput via {key}: {figure['non_2xx']} answers not 2xx, socket errors:"
+                f"throughput via {key} (round {number}): {figure['non_2xx']} answers not 2xx,"
+                f" socket errors:"
                 f" {figure['socket_errors']} (req/s counts every answer)"
             )
         proxyCPU = figure["proxy_cpu_us_per_request"]
@@ -77,6 +92,41 @@ def measureThroughput(wrk, servers, backendPid, seconds, progress, notes) -> dic
     for figure in figures.values():
         figure["ratio_to_direct"] = figure["requests_per_second"] / base if base else None
     return figures
+
+
+ROUND_FIGURES = (
+    "requests_per_second",
+    "ratio_to_direct",
+    "proxy_cpu_us_per_request",
+    "server_cpu_us_per_request",
+)
+"""
+The figures of a throughput round that are reported as their median over
+the rounds, each on its own (the lower middle one of an even count: always
+a figure some round measured).
+"""
+
+
+def medianOfRounds(rounds: list[dict]) -> dict:
+    """
+    One figure per column from several rounds: each of L{ROUND_FIGURES} is
+    its median over the rounds (a ratio is a ratio within one round: the
+    median of those, not a ratio of medians); the counts (requests, non-2xx
+    answers, CPU seconds, an error) are those of the round whose req/s is
+    the median; every round's own figures are kept under C{"rounds"}.  With
+    one round, that round as it is, with its figures under C{"rounds"} too.
+    """
+    combined = {}
+    for key in rounds[0]:
+        measured = [r[key] for r in rounds if key in r]
+        middle = sorted(measured, key=lambda f: f["requests_per_second"])[(len(measured) - 1) // 2]
+        figure = dict(middle)
+        for name in ROUND_FIGURES:
+            values = [f[name] for f in measured if f.get(name) is not None]
+            figure[name] = statistics.median_low(values) if values else None
+        figure["rounds"] = [{name: f.get(name) for name in ROUND_FIGURES} for f in measured]
+        combined[key] = figure
+    return combined
 
 
 def runtimeOverhead(throughput: dict) -> dict:

@@ -82,6 +82,8 @@ def tableRows(results: dict) -> list[tuple[str, list[str]]]:
     rows = [
         row("req/s (wrk 1 thread, 64 conns)", lambda k: t(k, "requests_per_second")),
         row("ratio to direct", lambda k: t(k, "ratio_to_direct", ".2f")),
+        row("ratio over the rounds, min-max",
+            lambda k: "-" if k == "direct" else _spread(throughput.get(k))),
         row("proxy CPU µs/request", lambda k: t(k, "proxy_cpu_us_per_request")),
         row("server CPU µs/request", lambda k: t(k, "server_cpu_us_per_request")),
         row("processes measured", lambda k: t(k, "processes", "d")),
@@ -107,6 +109,18 @@ def tableRows(results: dict) -> list[tuple[str, list[str]]]:
             lambda k: fmt(memory.get(k, {}).get("kib_per_held_request"), ".1f"),
         ))
     return rows
+
+
+def _spread(figure: dict | None) -> str:
+    """
+    The lowest and highest ratio to direct of a column's rounds (C{"-"} with
+    fewer than two): how far one round alone could have been off.
+    """
+    rounds = [r["ratio_to_direct"] for r in (figure or {}).get("rounds", [])
+              if r.get("ratio_to_direct") is not None]
+    if len(rounds) < 2:
+        return "-"
+    return f"{min(rounds):.2f}-{max(rounds):.2f}"
 
 
 def formatTable(results: dict) -> str:

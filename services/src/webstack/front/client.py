@@ -429,17 +429,30 @@ class UpstreamPool:
             idle.clear()
 
 
-class _StatusFetch:
+MAX_FETCH_BYTES = 64 * 1024
+"""
+The largest body L{fetch} keeps unless told otherwise.
+"""
+
+
+class _Fetch:
     """
-    A bodiless C{GET} whose answer is only its status: the health probe.
+    A bodiless C{GET} of the front's own (a health probe, a Prometheus
+    query) through its L{UpstreamPool}: its answer is the status and the
+    body, kept up to C{maxBody} bytes; a longer body closes the connection
+    and fails the fetch.  With C{maxBody} L{None} the body is read and
+    thrown away, whatever its length (the answer's body is then C{b""}).
     """
 
-    def __init__(self, pool: UpstreamPool, head: bytes) -> None:
+    def __init__(self, pool: UpstreamPool, head: bytes, maxBody: int | None) -> None:
         self._pool = pool
         self._head = head
+        self._maxBody = maxBody
         self._code = 0
+        self._parts: list[bytes] = []
+        self._size = 0
         self.connection: UpstreamConnection | None = None
-        self.done: Deferred[int] = Deferred(self._cancel)
+        self.done: Deferred[tuple[int, bytes]] = Deferred(self._cancel)
 
     def _cancel(self, d) -> None:
         connection, self.connection = self.connection, None
@@ -461,7 +474,19 @@ class _StatusFetch:
         self._code = code
 
     def responseBody(self, data: bytes) -> None:
-        pass
+        if self._maxBody is None:
+            return
+        self._size += len(data)
+        if self._size > self._maxBody:
+            connection, self.connection = self.connection, None
+            if connection is not None:
+                connection.abort()
+            if not self.done.called:
+                self.done.errback(
+                    UpstreamFailure(ERROR, f"the answer is over {self._maxBody} bytes")
+                )
+            return
+        self._parts.append(data)
 
     def streaming(self, producer) -> None:
         pass
@@ -472,7 +497,7 @@ class _StatusFetch:
     def responseEnded(self) -> None:
         self.connection = None
         if not self.done.called:
-            self.done.callback(self._code)
+            self.done.callback((self._code, b"".join(self._parts)))
 
     def upstreamFailed(self, failure: UpstreamFailure, retryable: bool) -> None:
         self.connection = None
@@ -480,18 +505,43 @@ class _StatusFetch:
             self.done.errback(failure)
 
 
-def fetchStatus(pool: UpstreamPool, host: str, port: int, path: bytes, userAgent: bytes):
+def fetch(
+    pool: UpstreamPool,
+    host: str,
+    port: int,
+    target: bytes,
+    userAgent: bytes,
+    *,
+    accept: bytes | None = None,
+    maxBody: int | None = MAX_FETCH_BYTES,
+) -> Deferred[tuple[int, bytes]]:
     """
-    C{GET path} from C{host:port} through C{pool}; a Deferred of the status
-    (cancel it to give up: the connection is closed).
+    C{GET target} from C{host:port} through C{pool}; a Deferred of the
+    status and the body (at most C{maxBody} bytes, else an
+    L{UpstreamFailure} of kind C{ERROR}; L{None}: the body is thrown away).
+    Cancel it to give up: the connection is closed.
     """
     hostname = f"[{host}]" if ":" in host else host
-    head = b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: %s\r\n\r\n" % (
-        path,
+    head = b"GET %s HTTP/1.1\r\nHost: %s:%d\r\n%sUser-Agent: %s\r\n\r\n" % (
+        target,
         hostname.encode("ascii"),
         port,
+        b"Accept: %s\r\n" % (accept,) if accept else b"",
         userAgent,
     )
-    fetch = _StatusFetch(pool, head)
-    pool.acquire(host, port, fetch)
-    return fetch.done
+    request = _Fetch(pool, head, maxBody)
+    pool.acquire(host, port, request)
+    return request.done
+
+
+def fetchStatus(
+    pool: UpstreamPool, host: str, port: int, target: bytes, userAgent: bytes
+) -> Deferred[int]:
+    """
+    C{GET target} from C{host:port} through C{pool}; a Deferred of the
+    status, the body read and thrown away whatever its length (cancel it to
+    give up: the connection is closed).
+    """
+    return fetch(pool, host, port, target, userAgent, maxBody=None).addCallback(
+        lambda answer: answer[0]
+    )

@@ -44,7 +44,7 @@ from twisted.web.resource import Resource
 from webstack.runtime.errors import ErrorPage, errorBody
 from webstack.runtime.metrics import WorkersView
 
-from .client import UpstreamPool
+from .client import UpstreamPool, fetch
 from .failures import UpstreamFailure, describeFailure
 from .settings import splitHTTPURL
 
@@ -285,74 +285,11 @@ def parseAnswer(body: bytes) -> dict[str, dict[str, float | None]]:
     return figures
 
 
-class _BodyFetch:
-    """
-    A bodiless C{GET} through the front's L{UpstreamPool}, whose answer is
-    its body if the status is 200 (an L{IExchange<webstack.front.client.IExchange>}).
-    """
-
-    def __init__(self, pool: UpstreamPool, head: bytes, limit: int) -> None:
-        self._pool = pool
-        self._head = head
-        self._limit = limit
-        self._code = 0
-        self._parts: list[bytes] = []
-        self._size = 0
-        self.connection = None
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-
-    def _cancel(self, d) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.abort()
-
-    def connected(self, connection) -> None:
-        if self.done.called:
-            self._pool.release(connection)
-            return
-        self.connection = connection
-        connection.send(self, self._head, None, False)
-
-    def connectFailed(self, kind: str, reason: Failure) -> None:
-        if not self.done.called:
-            self.done.errback(UpstreamFailure(kind, describeFailure(reason)))
-
-    def responseHead(self, code, phrase, headers) -> None:
-        self._code = code
-
-    def responseBody(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._limit:
-            self._fail(PrometheusFailed(f"the answer is over {self._limit} bytes"))
-            return
-        self._parts.append(data)
-
-    def streaming(self, producer) -> None:
-        pass
-
-    def stoppedStreaming(self) -> None:
-        pass
-
-    def responseEnded(self) -> None:
-        self.connection = None
-        if self.done.called:
-            return
-        if self._code != 200:
-            self.done.errback(PrometheusFailed(f"it answered HTTP {self._code}"))
-        else:
-            self.done.callback(b"".join(self._parts))
-
-    def upstreamFailed(self, failure: UpstreamFailure, retryable: bool) -> None:
-        self.connection = None
-        if not self.done.called:
-            self.done.errback(failure)
-
-    def _fail(self, error: Exception) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.abort()
-        if not self.done.called:
-            self.done.errback(error)
+def _parsed(answer: tuple[int, bytes]) -> dict[str, dict[str, float | None]]:
+    code, body = answer
+    if code != 200:
+        raise PrometheusFailed(f"it answered HTTP {code}")
+    return parseAnswer(body)
 
 
 class PrometheusSource:
@@ -367,22 +304,25 @@ class PrometheusSource:
         self._reactor = reactor
         self._timeout = timeout
         self._host, self._port, path = splitHTTPURL(url)
-        hostname = f"[{self._host}]" if ":" in self._host else self._host
-        target = f"{path}/api/v1/query?query={quote(prometheusQuery(), safe='')}"
-        self._head = (
-            f"GET {target} HTTP/1.1\r\nHost: {hostname}:{self._port}\r\n"
-            "Accept: application/json\r\nUser-Agent: webstack-front-dashboard\r\n\r\n"
-        ).encode("ascii")
+        self._target = f"{path}/api/v1/query?query={quote(prometheusQuery(), safe='')}".encode(
+            "ascii"
+        )
 
     def fetch(self) -> Deferred:
         """
         A Deferred of L{parseAnswer}'s figures, or of the failure.
         """
-        fetch = _BodyFetch(self._pool, self._head, MAX_ANSWER_BYTES)
-        self._pool.acquire(self._host, self._port, fetch)
-        done = fetch.done
+        done = fetch(
+            self._pool,
+            self._host,
+            self._port,
+            self._target,
+            b"webstack-front-dashboard",
+            accept=b"application/json",
+            maxBody=MAX_ANSWER_BYTES,
+        )
         done.addTimeout(self._timeout, self._reactor)
-        return done.addCallback(parseAnswer)
+        return done.addCallback(_parsed)
 
     def describe(self, failure: Failure) -> str:
         """

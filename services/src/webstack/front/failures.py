@@ -37,7 +37,8 @@ No response head within the route's timeout: the front gave up.
 ERROR = "error"
 """
 The replica answered something that is not HTTP/1.1 the front can forward
-(a malformed head, an upgrade, a head beyond the size limit).
+(a malformed head, an upgrade, a head beyond the size limit), or, to one of
+the front's own fetches, a body beyond that fetch's limit.
 """
 
 DETAIL = {

@@ -185,6 +185,7 @@ def buildService(
         writeTimeout=runtime.write_timeout,
         maxConnections=runtime.max_connections,
         parseForms=app.parseForms,
+        gcThreshold=runtime.gc_threshold,
     )
     if app.configureSite is not None:
         app.configureSite(site)

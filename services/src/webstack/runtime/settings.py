@@ -73,6 +73,14 @@ class RuntimeSettings:
         help="processes accepting on the one listening socket (0: one per CPU;"
         " see webstack.runtime.workers)",
     )
+    gc_threshold: int = setting(
+        10000,
+        minimum=0,
+        maximum=10_000_000,
+        help="net allocations between young garbage collections (CPython: 700;"
+        " the middle generation every 50 young collections, the old every 100"
+        " middle ones); 0: CPython's own (see webstack.runtime.collector)",
+    )
     admin_listen: str = setting(
         "",
         help="the fault switch's listener, on loopback only (e.g."

@@ -7,7 +7,6 @@ of open connections that a graceful drain needs.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import re
@@ -22,6 +21,7 @@ from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
 
 from .channel import LimitedHTTPChannel
+from .collector import prepareForServing
 from .logs import ENCODED
 from .metrics import ABORTED_STATUS, HTTPMetrics
 
@@ -250,27 +250,6 @@ def _emitAccess(
     accessLog.observer(event)
 
 
-_frozen = False
-
-
-def _freezeStartupObjects() -> None:
-    """
-    Once per process, when the first site starts serving: collect what
-    starting left behind, then move every object alive to the collector's
-    permanent generation (C{gc.freeze}).
-
-    Modules, settings, resources and metrics live as long as the process;
-    without this, every full collection (one every few thousand requests)
-    walks them all again, a cost each request pays a share of.  Objects
-    made later are collected as before.
-    """
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.collect()
-        gc.freeze()
-
-
 class WebSite(server.Site):
     """
     A L{Site} on L{LimitedHTTPChannel}s that logs and measures every request.
@@ -298,6 +277,7 @@ class WebSite(server.Site):
         writeTimeout: float | None = 60.0,
         maxConnections: int | None = None,
         parseForms: bool = False,
+        gcThreshold: int | None = None,
     ) -> None:
         # Twisted parses every urlencoded or multipart POST body into
         # request.args before a resource is even found, so a 9 MB form to a
@@ -319,6 +299,11 @@ class WebSite(server.Site):
         self.maxHeaders = maxHeaders
         self.maxBodyBytes = maxBodyBytes
         self.maxConnections = maxConnections
+        self.gcThreshold = gcThreshold
+        """
+        The collector's young threshold to set when serving starts
+        (L{webstack.runtime.collector}), or L{None} to leave it.
+        """
         self.bodyLimit = None
         """
         L{None}, or a function of a request's path giving the largest body
@@ -349,9 +334,10 @@ class WebSite(server.Site):
 
     # HTTPFactory keeps a once-a-second timer for its Combined Log Format
     # dates; this site logs structured events instead, so it needs neither
-    # the timer nor the log file.
+    # the timer nor the log file.  Starting to serve is when start-up's
+    # objects are all made: the collector is set then.
     def startFactory(self) -> None:
-        _freezeStartupObjects()
+        prepareForServing(self.gcThreshold)
 
     def stopFactory(self) -> None:
         pass

@@ -38,6 +38,7 @@ serves, as it always did.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -46,6 +47,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -73,20 +75,58 @@ compose's C{stop_grace_period} (15 s) with the default drain (10 s).
 """
 
 
-def cpuCount() -> int:
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpuQuota(root: Path = CGROUP_ROOT) -> float | None:
     """
-    The CPUs this process may run on: its affinity mask, which a container's
-    C{cpuset} narrows (a CFS quota, C{--cpus}, does not show here).
+    How many CPUs' worth of time this process's container may use, from the
+    CFS quota its cgroup sets (C{docker run --cpus}, compose's C{cpus},
+    swarm's C{limits.cpus}), or L{None} if none is set.
+
+    Read where a container sees its own cgroup: C{cpu.max} at the root of
+    cgroup v2, C{cpu.cfs_quota_us} over C{cpu.cfs_period_us} in v1's cpu
+    controller.  A process outside a container sees the root cgroup's,
+    which has none.
+    """
+    candidates = []
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            candidates.append(int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    for controller in ("cpu", "cpu,cpuacct"):
+        try:
+            quota = int((root / controller / "cpu.cfs_quota_us").read_text())
+            period = int((root / controller / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            candidates.append(quota / period)
+    return min(candidates) if candidates else None
+
+
+def cpuCount(root: Path = CGROUP_ROOT) -> int:
+    """
+    The CPUs this process may use: its affinity mask (which a container's
+    C{cpuset} narrows), and no more than its CFS quota allows, rounded up
+    (L{cpuQuota}: a container given C{cpus: 2} on an 8-core host counts 2).
     """
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        count = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    quota = cpuQuota(root)
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return count
 
 
 def workerCount(configured: int) -> int:
     """
-    How many processes C{workers = configured} means: 0 is one per CPU.
+    How many processes C{workers = configured} means: 0 is one per CPU this
+    process may use (L{cpuCount}).
     """
     return configured if configured > 0 else cpuCount()
 
