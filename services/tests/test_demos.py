@@ -90,8 +90,8 @@ def stack():
 ATTEMPTS = {"hostile": 2}
 """
 demo-hostile compares two p99s of a few hundred requests each on a machine
-whose two cores also run the attackers, seven containers and their health
-checks (a Python process each, every few seconds): one window can catch a
+whose two cores also run the attackers (in their own process), seven
+containers and their health checks (a Python process each, every few seconds): one window can catch a
 burst the other did not.  It gets a second run; both are kept.
 """
 
