@@ -9,6 +9,7 @@ test_compose's is touched.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from webstack.demos import DEMOS
+from webstack.demos.hostile import _receive
 from webstack.demos.narration import Narrator
 from webstack.demos.traffic import percentile
 
@@ -58,6 +60,28 @@ def test_percentileIsTheNearestRank():
     assert percentile(values, 0.99) == 99.0
     assert percentile([5.0], 0.99) == 5.0
 
+
+
+def test_hostileSaysWhenItsAttackersDie():
+    """
+    demo-hostile's attackers run in a process of their own: if it dies, the
+    demo says so at once instead of waiting out its timeout on a queue.
+    """
+    context = multiprocessing.get_context("spawn")
+    channel = context.Queue()
+    process = context.Process(target=sys.exit, args=(3,))
+    process.start()
+    process.join(timeout=30)
+    with pytest.raises(RuntimeError, match="their process exited with code 3"):
+        _receive(channel, process, 30, "the attackers to start")
+
+
+def test_hostileTakesWhatItsAttackersPut():
+    context = multiprocessing.get_context("spawn")
+    channel = context.Queue()
+    channel.put("ready")
+    process = context.Process(target=sys.exit, args=(0,))
+    assert _receive(channel, process, 5, "the attackers to start") == "ready"
 
 # Against the containers.
 

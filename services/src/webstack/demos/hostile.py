@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import multiprocessing
+import queue
 import socket
 import threading
 import time
@@ -123,7 +124,6 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
     ready, results, stop = context.Queue(), context.Queue(), context.Event()
     attack = context.Process(target=_attack, args=(stack.front, window, ready, stop, results),
                              daemon=True)
-    figures = {}
     try:
         time.sleep(window)
         baseline = [a.seconds for a in normal.since(0)]
@@ -137,16 +137,17 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
         attack.start()
         # Measured once every attacker is at it (the 300 slowloris
         # connections take a moment to open).
-        ready.get(timeout=60)
+        _receive(ready, attack, 60, "the attackers to start")
         split = time.monotonic()
         time.sleep(window)
         stop.set()
-        figures = results.get(timeout=90)
+        figures = _receive(results, attack, 90, "the attackers' figures")
     finally:
         stop.set()
-        attack.join(timeout=30)
-        if attack.is_alive():
-            attack.kill()
+        if attack.pid is not None:  # started
+            attack.join(timeout=30)
+            if attack.is_alive():
+                attack.kill()
         answers = normal.stop()
     during = [a.seconds for a in answers if split <= a.at < split + window]
     failed = [a for a in answers if a.failed]
@@ -164,6 +165,23 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
         f"normal p99 {p99During * 1000:.1f} ms under attack vs {p99Before * 1000:.1f} ms"
         f" baseline ({p99During / p99Before if p99Before else 0:.2f}×, bound 2×), {len(failed)} failed",
     )
+
+
+def _receive(channel, process, timeout: float, what: str):
+    """
+    The next item from C{channel}, put there by C{process}; a clear error if
+    that process dies first or nothing comes within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return channel.get(timeout=0.5)
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(
+                    f"waiting for {what}: their process exited with code {process.exitcode}"
+                ) from None
+    raise RuntimeError(f"waiting for {what}: nothing within {timeout:g} s")
 
 
 def _statuses(answers) -> dict[int, int]:
