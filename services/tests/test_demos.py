@@ -61,11 +61,15 @@ def test_percentileIsTheNearestRank():
     assert percentile([5.0], 0.99) == 5.0
 
 
+# Real processes: demo-hostile's hand-over from its attackers' process.
 
+
+@pytest.mark.integration
 def test_hostileSaysWhenItsAttackersDie():
     """
-    demo-hostile's attackers run in a process of their own: if it dies, the
-    demo says so at once instead of waiting out its timeout on a queue.
+    demo-hostile's attackers run in a process of their own: if it dies
+    without a word, the demo says so at once instead of waiting out its
+    timeout on a queue.
     """
     context = multiprocessing.get_context("spawn")
     channel = context.Queue()
@@ -76,12 +80,19 @@ def test_hostileSaysWhenItsAttackersDie():
         _receive(channel, process, 30, "the attackers to start")
 
 
-def test_hostileTakesWhatItsAttackersPut():
+@pytest.mark.integration
+def test_hostileTakesWhatItsAttackersPutBeforeExiting():
+    """
+    A process that puts its figures and exits at once has delivered them.
+    """
     context = multiprocessing.get_context("spawn")
     channel = context.Queue()
-    channel.put("ready")
-    process = context.Process(target=sys.exit, args=(0,))
-    assert _receive(channel, process, 5, "the attackers to start") == "ready"
+    process = context.Process(target=channel.put, args=({"opened": 300},))
+    process.start()
+    process.join(timeout=30)
+    assert process.exitcode == 0
+    assert _receive(channel, process, 5, "the attackers' figures") == {"opened": 300}
+
 
 # Against the containers.
 
@@ -115,8 +126,9 @@ ATTEMPTS = {"hostile": 2}
 """
 demo-hostile compares two p99s of a few hundred requests each on a machine
 whose two cores also run the attackers (in their own process), seven
-containers and their health checks (a Python process each, every few seconds): one window can catch a
-burst the other did not.  It gets a second run; both are kept.
+containers and their health checks (a Python process each, every few
+seconds): one window can catch a burst the other did not.  It gets a second
+run; both are kept.
 """
 
 

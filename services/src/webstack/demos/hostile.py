@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import multiprocessing
 import queue
+import signal
 import socket
 import threading
 import time
@@ -81,8 +82,13 @@ def _attack(front, window: float, ready, stop, results) -> None:
     the measuring process would make the normal client wait for the GIL, and
     the demo would measure itself instead of the stack.  Puts "ready" on
     C{ready} once the slowloris connections are open, runs until C{stop} is
-    set, then puts the figures on C{results}.
+    set or the demo's process is gone (killed, it cannot set C{stop}), then
+    puts the figures on C{results}.
     """
+    # Ctrl-C reaches the whole process group: the demo's own process stops
+    # this one (through C{stop}), without a second traceback from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    demo = multiprocessing.parent_process()
     halt = threading.Event()
     opened: list[int] = []
     malformed: list[int] = []
@@ -99,10 +105,12 @@ def _attack(front, window: float, ready, stop, results) -> None:
     for thread in attackers:
         thread.start()
     deadline = time.monotonic() + 30
-    while not opened and time.monotonic() < deadline:
+    while not opened and time.monotonic() < deadline and demo.is_alive():
         time.sleep(0.1)
     ready.put("ready")
-    stop.wait(window + 60)
+    deadline = time.monotonic() + window + 60
+    while not stop.wait(0.5) and demo.is_alive() and time.monotonic() < deadline:
+        pass
     halt.set()
     rangeAnswers = ranges.stop()
     loginAnswers = logins.stop()
@@ -148,6 +156,7 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
             attack.join(timeout=30)
             if attack.is_alive():
                 attack.kill()
+                attack.join(timeout=5)
         answers = normal.stop()
     during = [a.seconds for a in answers if split <= a.at < split + window]
     failed = [a for a in answers if a.failed]
@@ -170,14 +179,18 @@ def run(stack: ComposeStack, say: Narrator, short: bool) -> bool:
 def _receive(channel, process, timeout: float, what: str):
     """
     The next item from C{channel}, put there by C{process}; a clear error if
-    that process dies first or nothing comes within C{timeout} seconds.
+    that process dies without putting it, or nothing comes within
+    C{timeout} seconds.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # Asked before waiting: a process that puts its item and exits
+        # between the wait and the question has still delivered it.
+        alive = process.is_alive()
         try:
             return channel.get(timeout=0.5)
         except queue.Empty:
-            if not process.is_alive():
+            if not alive:
                 raise RuntimeError(
                     f"waiting for {what}: their process exited with code {process.exitcode}"
                 ) from None
