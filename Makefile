@@ -28,6 +28,7 @@ BENCH_DURATION ?= 5
 BENCH_ABORTS ?= 200
 BENCH_ROUNDS ?= 3
 BENCH_LATENESS ?= 2000,5000,9000
+BENCH_INSTRUCTIONS ?= 3000
 
 # Containers (see README, "Containers").
 SUITE ?= bookworm
@@ -71,7 +72,7 @@ LOCK_PLATFORM ?= x86_64-manylinux_2_36
 UPGRADE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-load lock load load-ui run test test-unit test-integration bench clean \
+.PHONY: help venv venv-load lock load load-ui run test test-unit test-integration bench bench-instructions clean \
         docker-check wheels images up down ps logs restart scale user load-compose load-ui-compose
 
 help: ## List the targets
@@ -195,6 +196,9 @@ bench: venv venv-load $(ROUTE_KEY) ## Front (1, 2 workers) beside direct, nginx,
 	$(PY) -m webstack.bench --out $(BENCH_OUT) --duration $(BENCH_DURATION) \
 	  --rounds $(BENCH_ROUNDS) --aborts $(BENCH_ABORTS) --lateness "$(BENCH_LATENESS)"
 	$(LOADVENV)/bin/python -m webstack.bench.chart $(BENCH_OUT)/latest.json $(BENCH_OUT)/latest.png
+
+bench-instructions: venv ## Instructions per proxied request (callgrind): the noise-free figure for A/B work on the front's cost
+	$(PY) -m webstack.bench.instructions --out $(BENCH_OUT) --requests $(BENCH_INSTRUCTIONS)
 
 clean: ## Remove the virtual environments, wheels and results
 	rm -rf $(VENV) $(LOADVENV) $(BENCH_OUT) .pytest_cache build reports

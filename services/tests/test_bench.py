@@ -20,6 +20,8 @@ import pytest
 
 from webstack.bench import proctree
 from webstack.bench.lateness import LatenessRun, peakOverlap
+from webstack.bench.instructions import main as instructionsMain
+from webstack.bench.instructions import totalInstructions
 from webstack.bench.load import parseWrk, percentile
 from webstack.bench.nginx import nginxConfig
 from webstack.bench.phases import medianOfRounds
@@ -166,6 +168,37 @@ def test_nginxAcceptsTheConfig(tmp_path):
     )
     assert result.returncode == 0, result.stderr
 
+
+
+def test_totalInstructionsReadsTheDumpsTotals():
+    dump = "version: 1\ncreator: callgrind-3.19.0\npid: 42\ncmd: python\npart: 1\n" \
+        "events: Ir\nsummary: 123456\n\nfl=(1) x.c\nfn=(1) f\n0 3\n\ntotals: 123456\n"
+    assert totalInstructions(dump) == 123456
+    assert totalInstructions("events: Ir\nsummary: 77\n") == 77
+    with pytest.raises(ValueError):
+        totalInstructions("events: Ir\n")
+
+
+@pytest.mark.integration
+def test_instructionsPerProxiedRequest(tmp_path, capsys):
+    """
+    C{make bench-instructions}, small: the front (one worker) and the async
+    service, each under callgrind, count instructions for an exact number of
+    requests, every one answered 200, and the figures are written.
+    """
+    requiredTool("valgrind", "valgrind")
+    assert instructionsMain(["--out", str(tmp_path), "--requests", "200", "--warmup", "50",
+                             "--connections", "4"]) == 0
+    [written] = tmp_path.glob("instructions-*.json")
+    results = json.loads(written.read_text())
+    for key in ("front", "direct"):
+        assert results[key]["requests"] == 200
+        # Python serving a request runs hundreds of thousands of
+        # instructions; a count near zero would mean nothing was measured.
+        assert 50_000 < results[key]["per_request"] < 20_000_000
+    assert results["front_per_direct"] == round(
+        results["front"]["per_request"] / results["direct"]["per_request"], 3)
+    assert "instructions per request" in capsys.readouterr().out
 
 def test_percentile():
     assert percentile([], 50) is None

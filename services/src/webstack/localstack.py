@@ -51,13 +51,20 @@ class ServiceProcess:
     One twistd process, its output relayed and remembered.
     """
 
-    def __init__(self, name: str, env: dict[str, str], echo: bool, label: str = "") -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], echo: bool, label: str = "", wrapper=()
+    ) -> None:
+        """
+        @param wrapper: a command to run twistd under (C{make
+            bench-instructions} runs a service under valgrind).
+        """
         self.name = label or name
         self.port: int | None = None
         self.lines: deque[str] = deque(maxlen=20000)
         self._listening = threading.Event()
         self._echo = echo
         command = [
+            *wrapper,
             *TWISTD,
             "-n",
             "--pidfile=",

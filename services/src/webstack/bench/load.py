@@ -1,15 +1,17 @@
 """
 Load for C{make bench} that is not the lateness clients (L{lateness}):
-throughput with wrk, and the clients that start requests and leave on
-purpose (aborts).
+throughput with wrk, the clients that start requests and leave on purpose
+(aborts), and a fixed count of keep-alive requests (instructions).
 """
 
 from __future__ import annotations
 
+import http.client
 import math
 import re
 import socket
 import subprocess
+import threading
 import time
 
 
@@ -87,3 +89,38 @@ def closeAll(sockets: dict[str, socket.socket], spacing: float) -> dict[str, flo
         closedAt[requestId] = time.time()
         time.sleep(spacing)
     return closedAt
+
+
+def keepAliveRequests(port: int, path: str, count: int, connections: int) -> dict:
+    """
+    Exactly C{count} GETs of C{path}, spread over C{connections} keep-alive
+    connections each sending its next request when the last is answered:
+    a fixed amount of work, for counters that count work rather than time
+    (L{webstack.bench.instructions}).
+    """
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(share: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            for _ in range(share):
+                connection.request("GET", path)
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+        except (OSError, http.client.HTTPException) as e:
+            with lock:
+                errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            connection.close()
+
+    shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
+    threads = [threading.Thread(target=client, args=(share,), daemon=True) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return {"statuses": statuses, "errors": errors}

@@ -1,0 +1,149 @@
+"""
+C{make bench-instructions}: what one proxied request costs the front, in
+instructions counted by valgrind's callgrind, beside what the async service
+costs serving the same answer itself.
+
+CPU seconds per request are what C{make bench} reports and what the targets
+are stated in, but on a shared two-core machine they move by a fifth from
+one run to the next, so a change worth 5% cannot be seen in them.  An
+instruction count is the same whatever else the machine is doing (two runs
+of the same code agree within about 1%): the figure for A/B work on the
+front's cost.  Run this on each version, compare, then confirm with C{make
+bench}.
+
+How: the async service runs as usual; a one-worker front runs under
+callgrind in front of it.  A client sends C{--warmup} requests (imports,
+caches, pools), callgrind's counters are zeroed, the client sends exactly
+C{--requests} over C{--connections} keep-alive connections, and the
+counters are dumped: every instruction the front's process ran for those
+requests, its loop and its timers included.  Then the async service itself
+is measured the same way.  Writes C{OUT/instructions-STAMP.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+from webstack.localstack import LocalStack, ServiceProcess, waitReady
+
+from .load import keepAliveRequests
+from .proctree import stopTree
+from .servers import WORKERS_ENV, stackEnv
+from .tools import ensureTool
+
+TINY = "/async/delay?seconds=0"
+
+
+def totalInstructions(dump: str) -> int:
+    """
+    The instruction count of one callgrind dump: its C{totals:} line (or,
+    in older dumps, C{summary:}).
+    """
+    for line in dump.splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise ValueError("no totals: line in the callgrind dump")
+
+
+def measure(service: ServiceProcess, port: int, requests: int, connections: int,
+            warmup: int, dumps: str) -> dict:
+    """
+    Instructions per request of C{service} (running under callgrind, its
+    dumps named C{dumps}.PID.N) for C{requests} GETs of L{TINY} on C{port}.
+    """
+    pid = service.process.pid
+    keepAliveRequests(port, TINY, warmup, connections)
+    control = ["callgrind_control"]
+    subprocess.run([*control, "--zero", str(pid)], check=True, capture_output=True, timeout=120)
+    answered = keepAliveRequests(port, TINY, requests, connections)
+    before = set(glob.glob(f"{dumps}.{pid}*"))
+    subprocess.run([*control, "--dump", str(pid)], check=True, capture_output=True, timeout=120)
+    [dump] = set(glob.glob(f"{dumps}.{pid}*")) - before
+    total = totalInstructions(Path(dump).read_text())
+    ok = answered["statuses"].get(200, 0)
+    if ok != requests:
+        raise RuntimeError(f"{requests} requests sent, {ok} answered 200: {answered}")
+    return {"requests": requests, "instructions": total, "per_request": round(total / requests)}
+
+
+def underCallgrind(stack: LocalStack, name: str, overrides: dict[str, str], dumps: str,
+                   valgrind: str) -> tuple[ServiceProcess, int]:
+    """
+    One more C{name} service on a free port, run under callgrind.
+    """
+    env = stack._env({**overrides, f"WEBSTACK_{name.upper()}_LISTEN": "tcp:0:interface=127.0.0.1",
+                      # The same dict order, so the same work, in every run.
+                      "PYTHONHASHSEED": "0"})
+    wrapper = [valgrind, "--tool=callgrind", f"--callgrind-out-file={dumps}.%p"]
+    service = ServiceProcess(name, env, echo=False, label=f"{name}-callgrind", wrapper=wrapper)
+    try:
+        port = service.waitListening(300)
+        waitReady(f"http://127.0.0.1:{port}/-/readyz" if name == "front"
+                  else f"http://127.0.0.1:{port}/readyz", 300)
+    except BaseException:
+        stopTree(service.process.pid, grace=60)
+        raise
+    return service, port
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="webstack.bench.instructions",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=400)
+    args = parser.parse_args(argv)
+    if not 100 <= args.requests <= 100_000 or not 1 <= args.connections <= 64 \
+            or not 0 <= args.warmup <= 10_000:
+        parser.error("--requests 100..100000, --connections 1..64, --warmup 0..10000")
+    valgrind, note = ensureTool("valgrind", "valgrind")
+    if valgrind is None:
+        raise SystemExit(f"make bench-instructions needs valgrind: {note}")
+
+    results = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "config": vars(args), "tools": {"valgrind": note}}
+    with ExitStack() as cleanup, tempfile.TemporaryDirectory(prefix="callgrind-") as scratch:
+        stack = LocalStack(ephemeral=True, backends=("async",), env=stackEnv())
+        stack.start()
+        cleanup.callback(stack.stop)
+        backend = stack.services["async"]
+        for key, name, overrides in (
+            ("front", "front", {WORKERS_ENV: "1",
+                                "WEBSTACK_FRONT_ROUTES_ASYNC_UPSTREAM": f"127.0.0.1:{backend.port}"}),
+            ("direct", "async", {}),
+        ):
+            print(f"{key}: starting webstack-{name} under callgrind (slow: about 20 s)...", flush=True)
+            service, port = underCallgrind(stack, name, overrides, os.path.join(scratch, key), valgrind)
+            try:
+                results[key] = measure(service, port, args.requests, args.connections,
+                                       args.warmup, os.path.join(scratch, key))
+            finally:
+                stopTree(service.process.pid, grace=60)
+                service.wait(10)
+            print(f"{key}: {results[key]['per_request']:,} instructions per request"
+                  f" ({args.requests:,} requests)", flush=True)
+    results["front_per_direct"] = round(
+        results["front"]["per_request"] / results["direct"]["per_request"], 3)
+    print(f"the front's instructions per proxied request: {results['front']['per_request']:,},"
+          f" {results['front_per_direct']:.2f}x the async service's own per request")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"instructions-{stamp}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
