@@ -81,7 +81,7 @@ def underCallgrind(stack: LocalStack, name: str, overrides: dict[str, str], dump
     One more C{name} service on a free port, run under callgrind.
     """
     env = stack._env({**overrides, f"WEBSTACK_{name.upper()}_LISTEN": "tcp:0:interface=127.0.0.1",
-                      # The same dict order, so the same work, in every run.
+                      # The same string hashes (so set orders), so the same work.
                       "PYTHONHASHSEED": "0"})
     wrapper = [valgrind, "--tool=callgrind", f"--callgrind-out-file={dumps}.%p"]
     service = ServiceProcess(name, env, echo=False, label=f"{name}-callgrind", wrapper=wrapper)
