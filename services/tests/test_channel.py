@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
+from twisted.web import server
 from twisted.web.server import NOT_DONE_YET
 
 from webstack.runtime.metrics import HTTPMetrics
@@ -459,3 +460,50 @@ def test_theConnectionsAddressIsAskedForOnce():
     assert transport.value().count(b"HTTP/1.1 200 OK") == 3
     assert len(asked) == 1
     assert channel.isSecure() is False
+
+
+class OwnHeaders(Resource):
+    """
+    Answers with a C{Server} and C{Date} of its own, as a proxied response
+    does (the upstream's).
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"server", b"upstream/1")
+        request.setHeader(b"date", b"Sun, 06 Nov 1994 08:49:37 GMT")
+        return b"ok"
+
+
+def test_everyResponseSaysServerAndDate():
+    site, channel, transport, clock, registry = serve()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    lines = head(transport).split(b"\r\n")
+    [serverLine] = [line for line in lines if line.startswith(b"server: ")]
+    assert serverLine == b"server: " + server.version.lower()
+    [dateLine] = [line for line in lines if line.startswith(b"date: ")]
+    assert dateLine.endswith(b" gmt") and len(dateLine) == len(b"date: sun, 06 nov 1994 08:49:37 gmt")
+
+
+def test_aResponseWithItsOwnServerAndDateKeepsThem():
+    """
+    Server and Date are set as the head is written, and only if missing: a
+    proxied response keeps the upstream's (they are not made only to be
+    replaced).
+    """
+    site, channel, transport, clock, registry = serve(OwnHeaders())
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    lines = head(transport).split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"server: ")] == [b"server: upstream/1"]
+    assert [line for line in lines if line.startswith(b"date: ")] == [
+        b"date: sun, 06 nov 1994 08:49:37 gmt"
+    ]
+
+
+def test_theHttpDateIsMadeOnceASecond():
+    from webstack.runtime.site import httpDate
+
+    assert httpDate(784111777.0) == b"Sun, 06 Nov 1994 08:49:37 GMT"
+    assert httpDate(784111777.9) is httpDate(784111777.0)
+    assert httpDate(784111778.2) == b"Sun, 06 Nov 1994 08:49:38 GMT"
