@@ -36,11 +36,10 @@ from pathlib import Path
 from webstack.localstack import LocalStack, ServiceProcess, waitReady
 
 from .load import keepAliveRequests
+from .phases import TINY
 from .proctree import stopTree
 from .servers import WORKERS_ENV, stackEnv
 from .tools import ensureTool
-
-TINY = "/async/delay?seconds=0"
 
 
 def totalInstructions(dump: str) -> int:
@@ -62,17 +61,25 @@ def measure(service: ServiceProcess, port: int, requests: int, connections: int,
     """
     pid = service.process.pid
     keepAliveRequests(port, TINY, warmup, connections)
-    control = ["callgrind_control"]
-    subprocess.run([*control, "--zero", str(pid)], check=True, capture_output=True, timeout=120)
+    _callgrindControl("--zero", pid)
     answered = keepAliveRequests(port, TINY, requests, connections)
     before = set(glob.glob(f"{dumps}.{pid}*"))
-    subprocess.run([*control, "--dump", str(pid)], check=True, capture_output=True, timeout=120)
+    _callgrindControl("--dump", pid)
     [dump] = set(glob.glob(f"{dumps}.{pid}*")) - before
     total = totalInstructions(Path(dump).read_text())
     ok = answered["statuses"].get(200, 0)
     if ok != requests:
         raise RuntimeError(f"{requests} requests sent, {ok} answered 200: {answered}")
     return {"requests": requests, "instructions": total, "per_request": round(total / requests)}
+
+
+def _callgrindControl(command: str, pid: int) -> None:
+    """
+    Tell the callgrind running as C{pid} to C{--zero} or C{--dump} its
+    counters; returns once it has.
+    """
+    subprocess.run(["callgrind_control", command, str(pid)], check=True, capture_output=True,
+                   timeout=120)
 
 
 def underCallgrind(stack: LocalStack, name: str, overrides: dict[str, str], dumps: str,
