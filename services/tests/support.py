@@ -107,11 +107,16 @@ def closedPort() -> int:
     return port
 
 
-def request(port, method, path, body=None, headers=None, timeout=10):
+def request(port, method, path, body=None, headers=None, timeout=10, source=None):
     """
     One request on its own connection; returns (response, body bytes).
+
+    @param source: the loopback address to connect from (any of 127.0.0.0/8),
+        for a client the server must tell apart from 127.0.0.1.
     """
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0) if source else None
+    )
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
