@@ -423,6 +423,20 @@ def test_theWorkerCommandRunsThisPythonWithTheMetricsDirectory():
     assert env["PATH"] == "/bin"
     assert env["PYTHONPATH"].split(os.pathsep)[-1] == "/elsewhere"
     assert str(ROOT / "services" / "src") in env["PYTHONPATH"].split(os.pathsep)
+    assert "--reactor" not in args  # the parent named none: the default
+
+
+def test_theWorkersRunOnTheParentsReactor():
+    make = WorkerCommand(
+        moduleName="webstack.front.app",
+        tapname="webstack-front",
+        configFile="/etc/stack.toml",
+        logger=None,
+        environ={},
+        reactor="webstack",
+    )
+    _, args, _ = make(1, socket.AF_INET, "/tmp/m")
+    assert args[args.index("--reactor") + 1] == "webstack"
 
 
 # What a worker adds to its responses and log lines.
@@ -631,6 +645,10 @@ def test_theParentAnnouncesTheSocketAndItsWorkers(stack):
     assert os.path.isdir(parentLine["metrics_dir"])
     waitFor(lambda: {e["worker"] for e in front.events("listening")[1:]} == {1, 2},
             timeout=10, what="both workers adopted the socket")
+    # twistd --reactor=webstack in the parent, the same in every worker.
+    assert {e["reactor"] for e in front.events("listening")[1:]} == {
+        "webstack.runtime.reactor.LeanEPollReactor"
+    }
 
 
 @pytest.mark.integration

@@ -39,6 +39,7 @@ The backends, in start order, each with the front routes it serves
 BACKENDS = tuple(ROUTES)
 
 LOGGER = "webstack.runtime.logs.jsonLogger"
+REACTOR = "webstack"  # webstack.runtime.reactor
 TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
 """
 twistd, run by this very interpreter (so by the same virtual environment).
@@ -69,6 +70,7 @@ class ServiceProcess:
             "-n",
             "--pidfile=",
             f"--logger={LOGGER}",
+            f"--reactor={REACTOR}",
             f"webstack-{name}",
         ]
         self.process = subprocess.Popen(

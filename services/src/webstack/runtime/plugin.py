@@ -316,6 +316,7 @@ class WebServiceMaker:
                     configFile=options.configFile,
                     logger=_loggerName(parent),
                     environ=dict(os.environ),
+                    reactor=parent.get("reactor") if parent is not None else None,
                 ),
                 drainTimeout=options.runtime.drain_timeout,
                 handleSigterm=True,

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
+from twisted.python.reflect import qual
 
 from .config import ConfigError
 from .health import Health
@@ -147,6 +148,7 @@ class WebService(MultiService):
             service=self.name,
             host=getattr(address, "host", "-"),
             port=getattr(address, "port", 0),
+            reactor=qual(type(self._reactor)),
         )
 
     def stopService(self) -> Deferred[None]:

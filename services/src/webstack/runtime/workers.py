@@ -206,6 +206,11 @@ class WorkerCommand:
     logger: str | None
     environ: Mapping[str, str]
     executable: str = sys.executable
+    reactor: str | None = None
+    """
+    The short name of the parent's reactor (twistd's C{--reactor}), for
+    the workers to run on the same one.
+    """
 
     def __call__(
         self, index: int, family: int, metricsDir: str
@@ -230,6 +235,8 @@ class WorkerCommand:
         ]
         if self.logger:
             args += ["--logger", self.logger]
+        if self.reactor:
+            args += ["--reactor", self.reactor]
         env = dict(self.environ)
         env[MULTIPROC_ENV] = metricsDir
         # The worker imports webstack the way this process did, whether from
@@ -614,7 +621,13 @@ def runWorker(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", type=int, default=socket.AF_INET)
     parser.add_argument("--fd", type=int, default=LISTEN_FD)
     parser.add_argument("--logger")
+    parser.add_argument("--reactor")
     args = parser.parse_args(argv)
+    if args.reactor:
+        # Before anything imports twisted.internet.reactor, as twistd does.
+        from twisted.application.reactors import installReactor
+
+        installReactor(args.reactor)
 
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.python.reflect import namedAny

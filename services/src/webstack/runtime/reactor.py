@@ -1,0 +1,69 @@
+# -*- test-case-name: tests.test_reactor -*-
+"""
+The reactor every webstack process runs: Twisted's epoll reactor without a
+logging context around each socket event (C{twistd --reactor=webstack}).
+
+For every descriptor that is ready, Twisted's L{EPollReactor.doPoll} calls
+C{log.callWithLogger}, which asks the protocol for its C{logPrefix()} and
+runs the read or write inside a context naming it C{system}: a call, a dict
+and a context switch per event, for a key that only legacy C{log.msg} lines
+read and that the services' JSON lines leave out
+(L{webstack.runtime.logs}).  On a proxied request, which is four socket
+events at the front (a read and a write on each side), that was 5.1% of the
+front's instructions and 3.4% of the async service's (C{make
+bench-instructions}; docs/benchmarks.md).  This reactor calls the read or
+write directly, and logs whatever escapes it as C{callWithLogger} did, so
+one bad descriptor still does not stop the loop.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.internet import epollreactor
+from twisted.internet.main import installReactor
+from twisted.logger import Logger
+
+_log = Logger(namespace="webstack.runtime.reactor")
+
+
+class LeanEPollReactor(epollreactor.EPollReactor):
+    """
+    L{EPollReactor}, each ready descriptor handled without a log context.
+    """
+
+    def doPoll(self, timeout):
+        if timeout is None:
+            timeout = -1  # wait until something is ready
+        try:
+            events = self._poller.poll(timeout, len(self._selectables))
+        except OSError as e:
+            if e.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        handle = self._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue  # removed by an earlier event of this same poll
+            try:
+                handle(selectable, fd, event)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                _log.failure(
+                    "unhandled error handling {selectable!r}", selectable=selectable
+                )
+
+    doIteration = doPoll
+
+
+def install() -> LeanEPollReactor:
+    """
+    Install L{LeanEPollReactor} as the global reactor (what C{twistd
+    --reactor=webstack} calls).
+    """
+    reactor = LeanEPollReactor()
+    installReactor(reactor)
+    return reactor
