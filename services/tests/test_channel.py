@@ -35,8 +35,8 @@ class Hanging(Resource):
         return NOT_DONE_YET
 
 
-def serve(resource=None, **limits):
-    clock = Clock()
+def serve(resource=None, clock=None, **limits):
+    clock = clock or Clock()
     registry = CollectorRegistry()
     metrics = HTTPMetrics(registry)
     settings = dict(
@@ -110,6 +110,79 @@ def test_anIdleKeepAliveConnectionIsClosedByTheIdleTimeout():
     assert not transport.disconnecting
     clock.advance(1)
     assert transport.disconnecting
+
+
+class CountingClock(Clock):
+    """
+    A L{Clock} that counts the timers made with it.
+    """
+
+    made = 0
+
+    def callLater(self, *args, **kwargs):
+        self.made += 1
+        return super().callLater(*args, **kwargs)
+
+
+def test_keepAliveRequestsShareOneIdleTimer():
+    """
+    The idle timeout is suspended while each request is handled and started
+    again as its response ends, without a new timer each time.
+    """
+    site, channel, transport, clock, registry = serve(clock=CountingClock())
+    for _ in range(50):
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(1)
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 50
+    assert clock.made == 1
+    clock.advance(59)
+    assert transport.disconnecting
+
+
+def test_theIdleTimeoutRunsFromTheEndOfALongRequest():
+    """
+    A request handled for longer than the idle timeout is not timed out, and
+    the connection's idle time counts from the end of its response.
+    """
+    site, channel, transport, clock, registry = serve(Hanging())
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(150)
+    assert not transport.disconnecting
+    [request] = channel.requests
+    request.write(b"late")
+    request.finish()
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_aRequestPutsTheIdleTimeoutBack():
+    """
+    A connection idle for 50 s that sends a request gets 60 s more from its
+    response's end.
+    """
+    site, channel, transport, clock, registry = serve()
+    clock.advance(50)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_aShorterIdleTimeoutTakesEffectAtOnce():
+    site, channel, transport, clock, registry = serve()
+    channel.setTimeout(5)
+    clock.advance(5)
+    assert transport.disconnecting
+
+
+def test_aClosedConnectionLeavesNoIdleTimer():
+    site, channel, transport, clock, registry = serve()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
 
 
 def test_aHeadLargerThanTheLimitGets431():

@@ -5,6 +5,7 @@ loop going past an error that escapes a read or a write.
 """
 
 import socket
+import time
 
 from twisted.application.reactors import getReactorTypes
 from twisted.internet.protocol import Factory, Protocol
@@ -33,10 +34,11 @@ class BrokenOnClose(Echo):
         raise RuntimeError("broken connectionLost")
 
 
-def serve(reactor, protocol, clients):
+def serve(reactor, protocol, clients, until=lambda: True):
     """
     Listen with C{protocol} on C{reactor}; run the blocking C{clients(port)}
-    in a thread while the reactor runs; return what it returned.
+    in a thread while the reactor runs, then wait (5 s at most) for
+    C{until()}; return what C{clients} returned.
     """
     port = reactor.listenTCP(0, Factory.forProtocol(protocol), interface="127.0.0.1")
     outcome = {}
@@ -44,6 +46,9 @@ def serve(reactor, protocol, clients):
     def run():
         try:
             outcome["value"] = clients(port.getHost().port)
+            deadline = time.monotonic() + 5
+            while not until() and time.monotonic() < deadline:
+                time.sleep(0.01)
         except BaseException as e:
             outcome["error"] = e
         finally:
@@ -82,6 +87,9 @@ def test_anErrorOutsideTheReadsGuardIsLoggedAndTheLoopGoesOn():
             LeanEPollReactor(),
             BrokenOnClose,
             lambda port: [echoOnce(port, b"first"), echoOnce(port, b"second")],
+            # The reactor sees the second close after the client has made
+            # it: stop only once both are handled (or after 5 s).
+            until=lambda: sum("log_failure" in e for e in events) >= 2,
         )
     finally:
         globalLogPublisher.removeObserver(events.append)

@@ -24,6 +24,9 @@ it answers an oversized head with a bare C{400}.  This channel adds:
     nothing for that long), the connection is aborted, which stops the
     response's producer and releases all it holds (nginx's C{send_timeout}).
 
+It also keeps Twisted's idle timeout with one timer per connection rather
+than one per request (L{setTimeout}).
+
 Each refusal is a small C{text/plain} response with C{Connection: close},
 reported to the factory's C{requestRefused} (for metrics and the log), and the
 connection is closed, then aborted if the peer does not read.
@@ -95,7 +98,59 @@ class LimitedHTTPChannel(http.HTTPChannel):
             secure = self._secure = http.HTTPChannel.isSecure(self)
         return secure
 
+    # The idle timeout.  Twisted's TimeoutMixin cancels its timer as each
+    # request's head is complete and makes a new one as its response ends: a
+    # DelayedCall made, pushed onto the reactor's heap, cancelled and swept
+    # out again for every request on a keep-alive connection.  Here one timer
+    # lives as long as the connection does: suspending the timeout (while a
+    # request is handled) and starting it again only note the fact and the
+    # time, and the timer, when it comes due, looks at when the connection
+    # was last active and waits for the rest, or times it out.  The timeout
+    # is as exact as Twisted's; a request handled for longer than the timeout
+    # costs one new timer.
+
+    _idleCall = None
+    _idleFrom = 0.0
+
+    def setTimeout(self, period):
+        prev = self.timeOut
+        self.timeOut = period
+        if period is None:
+            return prev
+        call = self._idleCall
+        if call is None:
+            self._idleCall = call = self.callLater(period, self._idleDue)
+            self._idleFrom = call.getTime() - period
+            return prev
+        now = self._idleFrom = call.seconds()
+        if call.getTime() > now + period:
+            # A shorter timeout than the one the timer was set for.
+            call.reset(period)
+        return prev
+
+    def resetTimeout(self):
+        call = self._idleCall
+        if call is not None and self.timeOut is not None:
+            self._idleFrom = call.seconds()
+
+    def _idleDue(self):
+        call, self._idleCall = self._idleCall, None
+        if self.timeOut is None or self.transport is None:
+            # Suspended: the next setTimeout makes a new timer.
+            return
+        remaining = self._idleFrom + self.timeOut - call.seconds()
+        if remaining > 0:
+            self._idleCall = self.callLater(remaining, self._idleDue)
+            return
+        self.timeoutConnection()
+
+    def _cancelIdle(self):
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
     def connectionLost(self, reason):
+        self._cancelIdle()
         self._cancelDeadline()
         self._cancelWriteDeadline()
         super().connectionLost(reason)
