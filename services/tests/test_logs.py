@@ -109,7 +109,7 @@ class Writes(io.StringIO):
         self.flushes += 1
 
 
-def batchedObserver(monkeypatch, running=True, ioThread=True):
+def batchedObserver(monkeypatch, running=True, ioThread=True, **options):
     from twisted.internet.task import Clock
 
     from webstack.runtime import logs
@@ -128,25 +128,72 @@ def batchedObserver(monkeypatch, running=True, ioThread=True):
     monkeypatch.setattr(logs, "isInIOThread", lambda: ioThread)
     monkeypatch.setattr(logs.atexit, "register", lambda f: None)
     out = Writes()
-    return JSONLineObserver(out, batched=True), out, reactor
+    return JSONLineObserver(out, batched=True, **options), out, reactor
 
 
 def messages(out):
     return [json.loads(line)["msg"] for line in out.getvalue().splitlines()]
 
 
-def test_infoLinesOfOneReactorTurnAreWrittenTogetherAtItsEnd(monkeypatch):
+def test_infoLinesAreHeldAndWrittenTogetherOnceTheFirstHasWaitedItsTime(monkeypatch):
     observer, out, reactor = batchedObserver(monkeypatch)
     log = Logger(namespace="webstack.test", observer=observer)
     for n in range(3):
         log.info("line {n}", n=n)
+        reactor.advance(0.01)
+    # Beyond the turn: a backend behind the front logs a line or two a
+    # turn, and one write each cost it a tenth of its CPU.
+    reactor.advance(0.019)
     assert out.getvalue() == ""
-    reactor.advance(0)
+    reactor.advance(0.001)
     assert messages(out) == ["line 0", "line 1", "line 2"]
     assert out.flushes == 1
-    log.info("next turn")
+    log.info("later")
+    reactor.advance(0.05)
+    assert messages(out)[-1] == "later" and out.flushes == 2
+    assert reactor.getDelayedCalls() == []
+
+
+def test_aPipesWorthOfHeldLinesIsWrittenAtOnce(monkeypatch):
+    observer, out, reactor = batchedObserver(monkeypatch)
+    log = Logger(namespace="webstack.test", observer=observer)
+    # Each line holds its pad twice (as its message and as a field).
+    log.info("{pad}", pad="a" * 1000)
+    assert out.getvalue() == ""
+    log.info("{pad}", pad="b" * 1100)
+    assert [m[0] for m in messages(out)] == ["a", "b"] and out.flushes == 1
+    # The batch's call still fires, and writes early what came after.
+    log.info("after")
+    reactor.advance(0.05)
+    assert messages(out)[-1] == "after" and out.flushes == 2
+
+
+def test_holdingNoTimeWritesTheLinesOfOneReactorTurnAtItsEnd(monkeypatch):
+    observer, out, reactor = batchedObserver(monkeypatch, holdSeconds=0)
+    log = Logger(namespace="webstack.test", observer=observer)
+    log.info("one")
+    log.info("two")
+    assert out.getvalue() == ""
     reactor.advance(0)
-    assert messages(out)[-1] == "next turn" and out.flushes == 2
+    assert messages(out) == ["one", "two"] and out.flushes == 1
+
+
+@pytest.mark.parametrize("given, seconds", [(None, 0.05), ("", 0.05), ("0", 0.0), (" 200 ", 0.2)])
+def test_theHoldTimeComesFromTheEnvironment(given, seconds):
+    from webstack.runtime.logs import holdSeconds
+
+    environ = {} if given is None else {"WEBSTACK_LOG_HOLD_MS": given}
+    assert holdSeconds(environ) == seconds
+
+
+@pytest.mark.parametrize("given", ["fast", "-1", "1001", "nan"])
+def test_aHoldTimeThatIsNotOneExitsWithTheReason(given, capsys):
+    from webstack.runtime.logs import holdSeconds
+
+    with pytest.raises(SystemExit) as exited:
+        holdSeconds({"WEBSTACK_LOG_HOLD_MS": given})
+    assert exited.value.code == 2
+    assert "WEBSTACK_LOG_HOLD_MS" in capsys.readouterr().err
 
 
 def test_aWarningIsWrittenAtOnceAfterTheLinesHeldBeforeIt(monkeypatch):
@@ -160,7 +207,7 @@ def test_aWarningIsWrittenAtOnceAfterTheLinesHeldBeforeIt(monkeypatch):
     except ZeroDivisionError:
         log.failure("and a failure", level=LogLevel.info)
     assert messages(out)[-1] == "and a failure"
-    reactor.advance(0)
+    reactor.advance(0.05)
     assert len(messages(out)) == 3
 
 

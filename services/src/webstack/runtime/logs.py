@@ -31,6 +31,14 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 LOG_LEVEL_ENV = "WEBSTACK_LOG_LEVEL"
+LOG_HOLD_ENV = "WEBSTACK_LOG_HOLD_MS"
+DEFAULT_HOLD_SECONDS = 0.05
+"""
+How long an info line may be held before it is written (see
+L{JSONLineObserver}): short beside anything a person or a log collector
+notices, long beside a busy server's turn.
+"""
+MAX_HOLD_SECONDS = 1.0
 
 # LogLevel constants compare slowly (each comparison walks the constants):
 # the observer compares these numbers instead.
@@ -130,16 +138,20 @@ class JSONLineObserver:
     Write each event at or above C{level} as one JSON line to C{out},
     flushed at once, so that a container's log collector sees it at once.
 
-    With C{batched}, "at once" is the end of the reactor's turn: the lines
-    of info and debug events logged on the reactor thread while it runs are
-    written together by a call scheduled for the turn's end, one write
-    instead of one per line (a busy server logs a line per request, and the
-    system call costs more than making the line).  Every other line (a
-    warning or worse, one with a failure, one from another thread, or when
-    the reactor is not running) is written at once; on the reactor thread,
-    after the lines held before it, so their order is kept.  What is held
-    is also written when the reactor shuts down and when the process exits;
-    a process killed outright loses at most one turn's info lines.
+    With C{batched}, "at once" is within C{holdSeconds} (50 ms unless
+    told): the lines of info and debug events logged on the reactor thread
+    while it runs are held, and written together once a pipe's worth
+    (L{PIPE_BUF}) is held or the first of them has waited C{holdSeconds},
+    one write instead of one per line (a busy server logs a line per
+    request, and the system call costs more than making the line).  Held to
+    the end of a reactor turn only, a backend behind the front (a request
+    or two a turn) paid a write per request: a tenth of its CPU.  Every
+    other line (a warning or worse, one with a failure, one from another
+    thread, or when the reactor is not running) is written at once; on the
+    reactor thread, after the lines held before it, so their order is kept.
+    What is held is also written when the reactor shuts down and when the
+    process exits; a process killed outright loses at most C{holdSeconds}
+    of info lines.  C{holdSeconds} 0 writes them at the end of the turn.
 
     An event that carries its line already encoded (under L{ENCODED}) only
     has its time put in front: building a dict of its fields and encoding it
@@ -151,12 +163,19 @@ class JSONLineObserver:
     """
 
     def __init__(
-        self, out: IO[str], level: LogLevel = LogLevel.info, batched: bool = False
+        self,
+        out: IO[str],
+        level: LogLevel = LogLevel.info,
+        batched: bool = False,
+        holdSeconds: float = DEFAULT_HOLD_SECONDS,
     ) -> None:
         self._out = out
         self._minimum = _PRIORITY[level]
         self._batched = batched
+        self._holdSeconds = holdSeconds
         self._held: list[str] = []
+        self._heldSize = 0
+        self._due = None
         self._reactor = None
         if batched:
             atexit.register(self.flush)
@@ -183,8 +202,9 @@ class JSONLineObserver:
 
     def _hold(self, line: str) -> bool:
         """
-        Keep C{line} for the end of this reactor turn, if the reactor runs
-        and this is its thread; say whether it was kept.
+        Hold C{line} with the others (and write them all if they now fill
+        a pipe's write), if the reactor runs and this is its thread; say
+        whether it was kept.
         """
         reactor = self._reactor
         if reactor is None:
@@ -196,18 +216,27 @@ class JSONLineObserver:
             reactor.addSystemEventTrigger("after", "shutdown", self.flush)
         if not reactor.running or not isInIOThread():
             return False
-        held = self._held
-        held.append(line)
-        if len(held) == 1:
-            reactor.callLater(0, self.flush)
+        self._held.append(line)
+        self._heldSize += len(line)
+        if self._heldSize >= PIPE_BUF:
+            self.flush()
+        elif self._due is None:
+            # One call per batch, left to fire even if a full pipe's worth
+            # was written since: it then writes what came after, early.
+            self._due = reactor.callLater(self._holdSeconds, self._flushDue)
         return True
+
+    def _flushDue(self) -> None:
+        self._due = None
+        self.flush()
 
     def flush(self) -> None:
         """
-        Write the lines held for the end of the reactor's turn.
+        Write the lines held.
         """
         held, self._held = self._held, []
         if held:
+            self._heldSize = 0
             writeWholeLines(self._out, "".join(held))
 
 
@@ -249,7 +278,8 @@ def writeWholeLines(out: IO[str], text: str) -> None:
 def jsonLogger() -> ILogObserver:
     """
     The observer factory named by C{twistd --logger}: JSON lines on stdout at
-    the level given by C{$WEBSTACK_LOG_LEVEL} (default C{info}).
+    the level given by C{$WEBSTACK_LOG_LEVEL} (default C{info}), info lines
+    held at most C{$WEBSTACK_LOG_HOLD_MS} milliseconds (default 50).
     """
     name = os.environ.get(LOG_LEVEL_ENV, "info").strip().lower()
     try:
@@ -260,4 +290,26 @@ def jsonLogger() -> ILogObserver:
             " allowed values are debug, info, warn, error, critical\n"
         )
         raise SystemExit(2)
-    return JSONLineObserver(sys.stdout, level, batched=True)
+    return JSONLineObserver(sys.stdout, level, batched=True, holdSeconds=holdSeconds())
+
+
+def holdSeconds(environ=os.environ) -> float:
+    """
+    How long info lines may be held, from C{$WEBSTACK_LOG_HOLD_MS}
+    (milliseconds, 0 to 1000; default 50); exits 2 with the reason if it is
+    not such a number.
+    """
+    given = environ.get(LOG_HOLD_ENV, "").strip()
+    if not given:
+        return DEFAULT_HOLD_SECONDS
+    try:
+        seconds = float(given) / 1000
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_HOLD_SECONDS:
+        sys.stderr.write(
+            f"environment: {LOG_HOLD_ENV} = {given!r} is invalid:"
+            f" milliseconds from 0 to {MAX_HOLD_SECONDS * 1000:g}\n"
+        )
+        raise SystemExit(2)
+    return seconds
