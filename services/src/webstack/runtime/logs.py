@@ -34,9 +34,9 @@ LOG_LEVEL_ENV = "WEBSTACK_LOG_LEVEL"
 LOG_HOLD_ENV = "WEBSTACK_LOG_HOLD_MS"
 DEFAULT_HOLD_SECONDS = 0.05
 """
-How long an info line may be held before it is written (see
-L{JSONLineObserver}): short beside anything a person or a log collector
-notices, long beside a busy server's turn.
+How long a busy process's info lines may be held before they are written
+(see L{JSONLineObserver}): short beside anything a person or a log
+collector notices, long beside a busy server's turn.
 """
 MAX_HOLD_SECONDS = 1.0
 
@@ -138,20 +138,23 @@ class JSONLineObserver:
     Write each event at or above C{level} as one JSON line to C{out},
     flushed at once, so that a container's log collector sees it at once.
 
-    With C{batched}, "at once" is within C{holdSeconds} (50 ms unless
-    told): the lines of info and debug events logged on the reactor thread
-    while it runs are held, and written together once a pipe's worth
-    (L{PIPE_BUF}) is held or the first of them has waited C{holdSeconds},
-    one write instead of one per line (a busy server logs a line per
-    request, and the system call costs more than making the line).  Held to
-    the end of a reactor turn only, a backend behind the front (a request
-    or two a turn) paid a write per request: a tenth of its CPU.  Every
-    other line (a warning or worse, one with a failure, one from another
-    thread, or when the reactor is not running) is written at once; on the
-    reactor thread, after the lines held before it, so their order is kept.
-    What is held is also written when the reactor shuts down and when the
-    process exits; a process killed outright loses at most C{holdSeconds}
-    of info lines.  C{holdSeconds} 0 writes them at the end of the turn.
+    With C{batched}, "at once" is the end of the reactor's turn for a quiet
+    process, and at most C{holdSeconds} (50 ms unless told) for a busy one:
+    the lines of info and debug events logged on the reactor thread while
+    it runs are held and written together, one write instead of one per
+    line (a busy server logs a line per request, and the system call costs
+    more than making the line).  They are written at the end of the turn
+    unless the last write was less than C{holdSeconds} ago; then once that
+    much time has passed since it, or as soon as a pipe's worth
+    (L{PIPE_BUF}) is held.  Held to the end of the turn only, a backend
+    behind the front (a request or two a turn) paid a write per request: a
+    tenth of its CPU.  Every other line (a warning or worse, one with a
+    failure, one from another thread, or when the reactor is not running)
+    is written at once; on the reactor thread, after the lines held before
+    it, so their order is kept.  What is held is also written when the
+    reactor shuts down and when the process exits; a process killed
+    outright loses at most C{holdSeconds} of info lines.  C{holdSeconds} 0
+    writes every turn's lines at its end.
 
     An event that carries its line already encoded (under L{ENCODED}) only
     has its time put in front: building a dict of its fields and encoding it
@@ -176,6 +179,7 @@ class JSONLineObserver:
         self._held: list[str] = []
         self._heldSize = 0
         self._due = None
+        self._lastWrite = -math.inf
         self._reactor = None
         if batched:
             atexit.register(self.flush)
@@ -223,7 +227,8 @@ class JSONLineObserver:
         elif self._due is None:
             # One call per batch, left to fire even if a full pipe's worth
             # was written since: it then writes what came after, early.
-            self._due = reactor.callLater(self._holdSeconds, self._flushDue)
+            wait = self._lastWrite + self._holdSeconds - reactor.seconds()
+            self._due = reactor.callLater(max(wait, 0), self._flushDue)
         return True
 
     def _flushDue(self) -> None:
@@ -238,6 +243,8 @@ class JSONLineObserver:
         if held:
             self._heldSize = 0
             writeWholeLines(self._out, "".join(held))
+            if self._reactor is not None:
+                self._lastWrite = self._reactor.seconds()
 
 
 PIPE_BUF = select.PIPE_BUF
