@@ -26,6 +26,8 @@ from webstack.front.metrics import ProxyMetrics
 from webstack.front.proxy import RouteProxy
 from webstack.front.settings import RouteSettings
 from webstack.front.upstreams import ReplicaSet
+from webstack.runtime.metrics import HTTPMetrics
+from webstack.runtime.site import RouteLabeler, WebSite
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 40000)
 FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -134,7 +136,14 @@ class World:
         )
         root = Resource()
         root.putChild(b"async", self.proxy)
-        self.front = server.Site(root, reactor=self.clock)
+        # The front's own Site and requests: the proxy forwards a response
+        # head through ObservedRequest.forwardHead.
+        self.front = WebSite(
+            root,
+            reactor=self.clock,
+            metrics=HTTPMetrics(self.registry),
+            routeLabeler=RouteLabeler(["/async/"]),
+        )
         self.pumps: list[iosim.IOPump] = []
         self.upstreamTransports: list[iosim.FakeTransport] = []
 
@@ -233,6 +242,95 @@ def test_repeatedHeadersSurviveAndHopByHopOnesDoNot():
     out = response(transport)
     assert b"Set-Cookie: a=1\r\n" in out and b"Set-Cookie: b=2\r\n" in out
     assert b"secret" not in out and b"X-Private" not in out
+
+
+def test_aProxiedHeadIsTheReplicasAsItCameWithWhatTheFrontAdds():
+    world = World()
+    channel, transport = world.client(GET)
+    world.accept()
+    head = response(transport).split(b"\r\n\r\n")[0].split(b"\r\n")
+    names = [line.split(b":")[0].lower() for line in head[1:]]
+    # The replica's Server, Date and request id, once each; not the
+    # front's X-Served-By; nothing the replica's Connection named.
+    for name in (b"server", b"date", b"content-type", b"content-length"):
+        assert names.count(name) == 1, (name, head)
+    assert names.count(b"x-request-id") == 1
+    assert b"x-served-by" not in names and b"x-private" not in names
+    assert names.count(b"set-cookie") == 2
+
+
+def test_theReplicasRequestIdReplacesTheFronts():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [held] = world.backend.seen
+    held.setHeader(b"x-request-id", b"theirs")
+    held.finish()
+    world.flush()
+    head = response(transport).partition(b"\r\n\r\n")[0].lower()
+    assert head.count(b"x-request-id") == 1 and b"x-request-id: theirs" in head
+
+
+def test_aClientsConnectionCloseIsAnsweredWithOneOnAProxiedResponse():
+    world = World()
+    channel, transport = world.client(
+        b"GET /async/instant HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n"
+    )
+    world.accept()
+    out = response(transport)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    # The front's own Connection header, not dropped with its other
+    # headers when the replica's head arrived.
+    assert b"\r\nConnection: close\r\n" in out.split(b"\r\n\r\n")[0] + b"\r\n"
+    assert transport.disconnecting
+
+
+def test_aFrontDrainingSaysConnectionCloseOnTheProxiedResponseInFlight():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    channel.closeWhenIdle()
+    assert not transport.disconnecting
+    [held] = world.backend.seen
+    held.setHeader(b"content-length", b"2")
+    held.write(b"ok")
+    held.finish()
+    world.flush()
+    head, _, body = response(transport).partition(b"\r\n\r\n")
+    assert b"\r\nConnection: close" in head and body == b"ok"
+    assert transport.disconnecting
+
+
+def test_aBodilessProxiedResponseIsNotChunked():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [held] = world.backend.seen
+    held.setResponseCode(204)
+    held.finish()
+    world.flush()
+    out = response(transport)
+    assert out.startswith(b"HTTP/1.1 204 No Content\r\n") and out.endswith(b"\r\n\r\n")
+    assert b"chunked" not in out.lower() and b"content-length" not in out.lower()
+    # The connection serves the next request.
+    channel.dataReceived(GET)
+    world.flush()
+    assert response(transport).endswith(b"hello ")
+
+
+def test_aStreamedProxiedResponseIsChunkedToTheClient():
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [held] = world.backend.seen
+    held.write(b"first ")
+    world.flush()
+    held.write(b"second")
+    held.finish()
+    world.flush()
+    head, _, body = response(transport).partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"6\r\nfirst \r\n6\r\nsecond\r\n0\r\n\r\n"
 
 
 def test_theUpstreamConnectionIsKeptAndReused():

@@ -17,7 +17,7 @@ from zope.interface import implementer
 from webstack.front.app import unsafePath
 from webstack.front.deadlines import Deadlines
 from webstack.front.failures import classify, connectFailureKind
-from webstack.front.headers import responseHeaders, upstreamRequestHead
+from webstack.front.headers import forwardedHeaderLines, upstreamRequestHead
 from webstack.front.affinity import RouteCookie
 from webstack.front.upstreams import ReplicaChooser, ReplicaSet
 
@@ -125,27 +125,27 @@ def test_aNameResolvesToEveryReplicaAndIsFollowedAsItChanges():
 
 
 def test_hopByHopAndConnectionNamedHeadersAreDroppedFromResponses():
-    headers = responseHeaders(
+    lines, names = forwardedHeaderLines(
         [
             (b"Connection", b"keep-alive, X-Secret"),
             (b"X-Secret", b"1"),
             (b"Keep-Alive", b"timeout=5"),
             (b"Transfer-Encoding", b"chunked"),
-            (b"Upgrade", b"websocket"),
             (b"Set-Cookie", b"a=1"),
+            (b"Upgrade", b"websocket"),
+            (b"x-request-id", b"r1"),
             (b"Set-Cookie", b"b=2"),
-        ],
-        requestId=b"r1",
+        ]
     )
-    assert list(headers.getAllRawHeaders()) == [
-        (b"Set-Cookie", [b"a=1", b"b=2"]),
-        (b"X-Request-Id", [b"r1"]),
-    ]
+    # The rest as the upstream sent it: names as spelled, repeated ones in
+    # their order.
+    assert lines == b"Set-Cookie: a=1\r\nx-request-id: r1\r\nSet-Cookie: b=2\r\n"
+    assert names == {b"set-cookie", b"x-request-id"}
 
 
-def test_theUpstreamsRequestIdWins():
-    headers = responseHeaders([(b"X-Request-Id", b"theirs")], requestId=b"ours")
-    assert headers.getRawHeaders(b"x-request-id") == [b"theirs"]
+def test_aForwardedValueIsOneLineWhateverAParserLetThrough():
+    lines, _ = forwardedHeaderLines([(b"X-A", b"one\r\n two\rthree\nfour")])
+    assert lines == b"X-A: one  two three four\r\n"
 
 
 class PlainRequest(DummyRequest):

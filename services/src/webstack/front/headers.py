@@ -115,25 +115,37 @@ def upstreamRequestHead(
     return b"".join(lines)
 
 
-def responseHeaders(
-    upstream: list[tuple[bytes, bytes]], requestId: bytes | None
-) -> Headers:
+def forwardedHeaderLines(
+    upstream: list[tuple[bytes, bytes]],
+) -> tuple[bytes, set[bytes]]:
     """
-    The client's response headers from the upstream response's raw ones:
-    its end-to-end headers (its C{Server} and C{Date} replacing the front's
-    own), repeated ones kept in order, with the front's C{X-Request-Id} if
-    the upstream sent none.
+    The header lines of the client's response from the upstream response's
+    raw headers, serialized, and their names lowercased: its end-to-end
+    headers, as they came (names as the upstream spelled them, repeated
+    ones in order, its C{Server} and C{Date} among them).  For
+    L{webstack.runtime.site.ObservedRequest.forwardHead}.
+
+    Serialized at once, like the request head (L{upstreamRequestHead}):
+    httptools has already refused a name that is not a token and a value
+    with CR, LF or NUL in it; a value with CR or LF is still made one line
+    here, as L{Headers} would, should a parser ever let one through.
     """
-    lowered = [(name.lower(), name, value) for name, value in upstream]
+    lowered = [name.lower() for name, _ in upstream]
     skip = HOP_BY_HOP
-    for lower, _, value in lowered:
-        if lower == b"connection":
-            skip = skip | {token.strip().lower() for token in value.split(b",")}
-    headers = Headers()
-    add = headers.addRawHeader
-    for lower, name, value in lowered:
-        if lower not in skip:
-            add(name, value)
-    if requestId is not None and not headers.hasHeader(b"x-request-id"):
-        headers.setRawHeaders(b"x-request-id", [requestId])
-    return headers
+    if b"connection" in lowered:
+        skip = skip | {
+            token.strip().lower()
+            for lower, (_, value) in zip(lowered, upstream)
+            if lower == b"connection"
+            for token in value.split(b",")
+        }
+    lines = []
+    names = set()
+    for lower, (name, value) in zip(lowered, upstream):
+        if lower in skip:
+            continue
+        if b"\n" in value or b"\r" in value:
+            value = b" ".join(value.splitlines())
+        lines.append(b"%s: %s\r\n" % (name, value))
+        names.add(lower)
+    return b"".join(lines), names

@@ -38,11 +38,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from webstack.runtime.errors import errorBody, renderError
+from webstack.runtime.site import REQUEST_ID_HEADER, SERVED_BY_HEADER
 
 from .client import UpstreamConnection, UpstreamPool
 from .deadlines import Deadlines
 from .failures import DETAIL, ERROR, TIMEOUT, UpstreamFailure, classify, describeFailure
-from .headers import responseHeaders, upstreamRequestHead
+from .headers import forwardedHeaderLines, upstreamRequestHead
 from .metrics import ProxyMetrics
 from .settings import RouteSettings
 from .upstreams import Replica, ReplicaChooser, ReplicaSet
@@ -219,13 +220,21 @@ class Exchange:
         if self.replica is not None:
             self.replica.observeLatency(now - self._sentAt, now)
         request = self.request
-        # The replica's Content-Type or none: Twisted's default (text/html)
-        # would invite a browser to sniff an untyped body.
-        request.defaultContentType = None
         request.setResponseCode(code, phrase or None)
-        request.responseHeaders = responseHeaders(headers, _requestId(request))
+        lines, names = forwardedHeaderLines(headers)
+        # The replica's head replaces what the front's runtime set for a
+        # response of its own (its X-Served-By; its X-Request-Id, unless the
+        # replica sent none).  What the front adds stays: its channel's
+        # Connection (close, when draining), its routing cookie, X-Worker.
+        # No default Content-Type is added (Twisted's text/html would
+        # invite a browser to sniff an untyped body).
+        own = request.responseHeaders
+        own.removeHeader(SERVED_BY_HEADER)
+        if REQUEST_ID_HEADER in names:
+            own.removeHeader(REQUEST_ID_HEADER)
         if self._cookieToSet is not None:
-            request.responseHeaders.addRawHeader(b"set-cookie", self._cookieToSet)
+            own.addRawHeader(b"set-cookie", self._cookieToSet)
+        request.forwardHead(lines, names)
 
     def responseBody(self, data: bytes) -> None:
         if not self.clientGone:
@@ -360,7 +369,3 @@ class Exchange:
             self.ended = True
             self.proxy.metrics.outcome(self.route, outcome)
 
-
-def _requestId(request) -> bytes | None:
-    requestId = getattr(request, "requestId", None)
-    return requestId.encode("ascii") if requestId else None

@@ -529,8 +529,9 @@ class AdoptedEndpoint:
 def workerRequestFactory(base: type, value: bytes) -> type:
     """
     A subclass of the request class C{base} whose responses say which worker
-    answered (C{X-Worker}).  Added when the head is written, so that a
-    response whose headers are replaced wholesale (the front's proxied ones)
+    answered (C{X-Worker}).  Added when the head is written, to the headers
+    this side adds, so that a proxied response (whose head is the
+    upstream's, L{webstack.runtime.site.ObservedRequest.forwardHead})
     carries it too; a backend's own C{X-Worker} stays beside it.
     """
 
