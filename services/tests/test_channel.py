@@ -522,16 +522,18 @@ def test_startupObjectsAreFrozenOncePerProcess(monkeypatch):
     assert calls == ["collect", "freeze"]
 
 
-def test_theConnectionsAddressIsAskedForOnce():
-    # Twisted asks for it on every request: a getsockname() each time.
+def test_theConnectionsAddressesAreAskedForOnce():
+    # Twisted asks for them on every request: a getsockname() and a new
+    # address object each time.
     site, channel, transport, clock, registry = serve()
     asked = []
-    getHost = transport.getHost
-    transport.getHost = lambda: asked.append(1) or getHost()
+    getHost, getPeer = transport.getHost, transport.getPeer
+    transport.getHost = lambda: asked.append("host") or getHost()
+    transport.getPeer = lambda: asked.append("peer") or getPeer()
     for _ in range(3):
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.value().count(b"HTTP/1.1 200 OK") == 3
-    assert len(asked) == 1
+    assert sorted(asked) == ["host", "peer"]
     assert channel.isSecure() is False
 
 

@@ -240,7 +240,7 @@ class ReplicaSet:
             return None
         now = self._reactor.seconds()
         self._turn = turn = (self._turn + 1) % count
-        candidates = []
+        available = []
         for i in range(count):
             replica = replicas[(turn + i) % count]
             if (
@@ -249,9 +249,12 @@ class ReplicaSet:
                 or (exclude and replica in exclude)
             ):
                 continue
-            candidates.append((replica, replica.estimate(now)))
-        if not candidates:
-            return None
+            available.append(replica)
+        if len(available) < 2:
+            # None, or the one: no estimate to weigh (a route of one
+            # replica, the commonest, skips the arithmetic below).
+            return available[0] if available else None
+        candidates = [(replica, replica.estimate(now)) for replica in available]
         # Within twice the fastest's estimate is as fast: those are told
         # apart by requests in flight alone, rotating among equals.
         reference = 2.0 * min(estimate for _, estimate in candidates)

@@ -80,11 +80,19 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if opened is not None:
             opened(self)
 
-    # A connection's own address and whether it is TLS do not change while it
+    # A connection's addresses and whether it is TLS do not change while it
     # is open, but Twisted asks the transport again for every request: a
-    # getsockname() system call and an interface adaptation each time.
+    # getsockname() system call, an interface adaptation, and a new address
+    # object each time.
     _host = None
+    _peer = None
     _secure = None
+
+    def getPeer(self):
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = self.transport.getPeer()
+        return peer
 
     def getHost(self):
         host = self._host
