@@ -45,6 +45,7 @@ TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
 twistd, run by this very interpreter (so by the same virtual environment).
 """
 START_TIMEOUT = 30.0
+RELAY_READ_BYTES = 1 << 16
 
 
 class ServiceProcess:
@@ -78,8 +79,7 @@ class ServiceProcess:
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
+            bufsize=0,
             # Its own session: a Ctrl-C in the terminal reaches only this
             # supervisor, which then stops every service with SIGTERM.
             start_new_session=True,
@@ -88,19 +88,42 @@ class ServiceProcess:
         self._reader.start()
 
     def _relay(self) -> None:
-        for line in self.process.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if self._echo:
-                sys.stdout.write(f"{self.name:>7} | {line}\n")
-                sys.stdout.flush()
-            if self.port is None and '"listening"' in line:
-                try:
-                    self.port = int(json.loads(line)["port"])
-                    self._listening.set()
-                except (ValueError, KeyError):
-                    pass
+        # Whatever the pipe holds, read at once and split in one piece: a
+        # service under load writes thousands of lines a second, and a
+        # Python turn per line cost this process (the benchmark's, beside
+        # the servers it measures) 7 us of CPU per proxied request.
+        fd = self.process.stdout.fileno()
+        rest = b""
+        while True:
+            chunk = os.read(fd, RELAY_READ_BYTES)
+            if not chunk:
+                break
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                rest += chunk
+                continue
+            self._take((rest + chunk[:cut]).decode("utf-8", "replace").split("\n")[:-1])
+            rest = chunk[cut:]
+        if rest:
+            self._take([rest.decode("utf-8", "replace")])
+        self.process.stdout.close()
         self._listening.set()
+
+    def _take(self, lines: list[str]) -> None:
+        self.lines.extend(lines)
+        if self._echo:
+            prefix = f"{self.name:>7} | "
+            sys.stdout.write("".join(f"{prefix}{line}\n" for line in lines))
+            sys.stdout.flush()
+        if self.port is None:
+            for line in lines:
+                if '"listening"' in line:
+                    try:
+                        self.port = int(json.loads(line)["port"])
+                    except (ValueError, KeyError):
+                        continue
+                    self._listening.set()
+                    break
 
     def waitListening(self, timeout: float) -> int:
         if not self._listening.wait(timeout) or self.port is None:
