@@ -214,6 +214,19 @@ GET = b"GET /async/instant HTTP/1.1\r\nHost: front.example\r\n\r\n"
 HELD = b"GET /async/held HTTP/1.1\r\nHost: f\r\n\r\n"
 
 
+def heldExchange():
+    """
+    A front whose one request (L{HELD}) waits at the backend: the world,
+    the client's channel and transport, and the backend's request, to
+    answer as the test says.
+    """
+    world = World()
+    channel, transport = world.client(HELD)
+    world.accept()
+    [held] = world.backend.seen
+    return world, channel, transport, held
+
+
 def test_aRequestCrossesTheFrontAndItsAnswerComesBackWithItsLength():
     world = World()
     channel, transport = world.client(GET)
@@ -260,10 +273,7 @@ def test_aProxiedHeadIsTheReplicasAsItCameWithWhatTheFrontAdds():
 
 
 def test_theReplicasRequestIdReplacesTheFronts():
-    world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [held] = world.backend.seen
+    world, channel, transport, held = heldExchange()
     held.setHeader(b"x-request-id", b"theirs")
     held.finish()
     world.flush()
@@ -302,10 +312,7 @@ def test_aFrontDrainingSaysConnectionCloseOnTheProxiedResponseInFlight():
 
 
 def test_aBodilessProxiedResponseIsNotChunked():
-    world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [held] = world.backend.seen
+    world, channel, transport, held = heldExchange()
     held.setResponseCode(204)
     held.finish()
     world.flush()
@@ -319,10 +326,7 @@ def test_aBodilessProxiedResponseIsNotChunked():
 
 
 def test_aStreamedProxiedResponseIsChunkedToTheClient():
-    world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [held] = world.backend.seen
+    world, channel, transport, held = heldExchange()
     held.write(b"first ")
     world.flush()
     held.write(b"second")
@@ -387,10 +391,7 @@ def test_aClientLeavingBeforeTheResponseClosesTheUpstreamConnection():
 
 
 def test_aClientLeavingDuringTheBodyClosesTheUpstreamConnection():
-    world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [held] = world.backend.seen
+    world, channel, transport, held = heldExchange()
     held.write(b"first part")
     world.flush()
     assert b"first part" in response(transport)
@@ -403,10 +404,7 @@ def test_aClientLeavingDuringTheBodyClosesTheUpstreamConnection():
 
 
 def test_aSlowClientPausesTheUpstream():
-    world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [held] = world.backend.seen
+    world, channel, transport, held = heldExchange()
     held.write(b"first part")
     world.flush()
     [upstream] = world.upstreamTransports
@@ -427,10 +425,7 @@ def test_aSlowClientPausesTheUpstream():
 
 
 def test_aBodyBrokenOffUpstreamAbortsTheClientConnection():
-    world = World()
-    channel, transport = world.client(HELD)
-    world.accept()
-    [held] = world.backend.seen
+    world, channel, transport, held = heldExchange()
     held.setHeader(b"content-length", b"100")
     held.write(b"only a part")
     world.flush()
