@@ -8,6 +8,9 @@ of the code under test, and nothing sleeps.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
@@ -785,3 +788,52 @@ def test_aStatusFetchReadsAnyBodyAndKeepsNone():
     world.flush()
     assert statuses == [200]
     assert world.pool.idleCount() == 1
+
+
+@pytest.fixture
+def noCollector():
+    """
+    The cyclic collector off for one test: what is left then is freed by
+    reference counting alone, or not at all.
+    """
+    wasOn = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if wasOn:
+            gc.enable()
+
+
+def test_anUpstreamConnectionThatClosesIsFreedAtOnceWithTheRequestsItServed(noCollector):
+    # Left to the cyclic collector, every upstream connection the pool
+    # closed (and the first request it served, with its client's channel)
+    # waited for a middle-generation collection: in make bench's run of
+    # 9,000 clients, one collection found 145,604 such objects and took
+    # 258 ms, the one-worker front's lateness p99 271 ms.
+    world = World()
+    world.pool.maxIdle = 0  # the pool closes each connection after its exchange
+    channel, transport = world.client(HELD)
+    # A reactor's connector keeps the factory for the connection's life.
+    [(_, _, factory, _, _)] = world.clock.tcpClients
+    world.accept()
+    request = weakref.ref(channel.requests[0])
+    connection = weakref.ref(world.pumps[-1].client)
+    [held] = world.backend.seen
+    held.write(b"done")
+    held.finish()
+    world.flush()
+    assert response(transport).endswith(b"done\r\n0\r\n\r\n")
+    assert world.upstreamTransports[-1].disconnected
+    channel.connectionLost(Failure(ConnectionDone()))
+    del channel, transport, held
+    world.backend.seen.clear()
+    world.pumps.clear()
+    for closed in world.upstreamTransports:
+        # A TCP transport lets go of its protocol when the connection is
+        # lost; iosim's keeps it.
+        closed.protocol = None
+    world.upstreamTransports.clear()
+    assert connection() is None
+    assert request() is None
+    assert factory is not None

@@ -309,6 +309,10 @@ class UpstreamConnection(Protocol):
             exchange.upstreamFailed(UpstreamFailure(kind, detail), retryable=False)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        # The parser holds this protocol's callbacks: a cycle that only the
+        # cyclic collector would free, with everything this connection
+        # still reaches.  Broken here, reference counting frees it now.
+        self._parser = None
         self._pool.lost(self)
         exchange = self.exchange
         if exchange is None:
@@ -341,7 +345,11 @@ class _Connecting(ClientFactory):
         self._exchange = exchange
 
     def buildProtocol(self, addr):
-        return UpstreamConnection(self._pool, self._key, self._exchange)
+        # The reactor's connector keeps this factory as long as the
+        # connection lives: it must not keep the first exchange (its
+        # request, its client's channel) alive as long.
+        exchange, self._exchange = self._exchange, None
+        return UpstreamConnection(self._pool, self._key, exchange)
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
         self._exchange.connectFailed(connectFailureKind(reason), reason)
