@@ -34,6 +34,15 @@ So each service does two things when it starts serving:
     unchanged.  Cyclic garbage is still collected, only less often.
 
 C{runtime.gc_threshold = 0} leaves CPython's own thresholds.
+
+Fewer collections make each middle one longer: whatever a request leaves in
+a reference cycle waits in the middle generation, and the collection that
+frees it walks all of it.  So nothing on a request's path may rely on the
+collector: the front's closed upstream connections once did (a parser and
+its protocol; a connector's factory keeping the first request), and in
+C{make bench}'s 9,000-client run one middle collection found 145,604 of
+their objects and took 258 ms.  test_front_client holds that path to
+reference counting alone.
 """
 
 from __future__ import annotations
