@@ -3,6 +3,8 @@ The runtime's site and hardened channel, in memory: a L{StringTransport} for
 the client and a L{Clock} for every deadline.
 """
 
+import re
+
 import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
@@ -582,3 +584,107 @@ def test_theHttpDateIsMadeOnceASecond():
     assert httpDate(784111777.0) == b"Sun, 06 Nov 1994 08:49:37 GMT"
     assert httpDate(784111777.9) is httpDate(784111777.0)
     assert httpDate(784111778.2) == b"Sun, 06 Nov 1994 08:49:38 GMT"
+
+
+# A head parsed whole (LimitedHTTPChannel._wholeHead) against Twisted's line
+# path: each request below goes in as one read, then a byte at a time (every
+# read but the first then finds part of the head buffered, so the line path
+# parses it); what the resource saw and what the client got must be the same.
+
+
+class Recorder(Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render(self, request):
+        headers = [
+            (name, list(values))
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            if name != b"X-Request-Id"
+        ]
+        self.seen.append(
+            (request.method, request.uri, request.clientproto, headers, request.content.read())
+        )
+        return b"seen"
+
+
+_MADE_FRESH = re.compile(rb"(?im)^(date|x-request-id): .*$")
+
+
+def exchange(raw: bytes, whole: bool):
+    recorder = Recorder()
+    site, channel, transport, clock, registry = serve(recorder)
+    if whole:
+        channel.dataReceived(raw)
+    else:
+        for i in range(len(raw)):
+            if transport.disconnecting:
+                break  # a closing TCP transport reads no more
+            channel.dataReceived(raw[i : i + 1])
+    answer = _MADE_FRESH.sub(rb"\1: -", transport.value())
+    return recorder.seen, answer, bool(transport.disconnecting)
+
+
+HEADS = {
+    "plain": b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+    "repeated and oddly cased": (
+        b"GET / HTTP/1.1\r\nhost: x\r\nX-THING: 1\r\nx-thing:2\r\nEtag:  \t e \t\r\n"
+        b"X-Empty:\r\nWww-Authenticate: w\r\n\r\n"
+    ),
+    "a body of declared length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    "a chunked body": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    ),
+    "pipelined": b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: y\r\n\r\n",
+    "then Connection: close, then more": (
+        b"GET /1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    ),
+    "HTTP/1.0 with no Host": b"GET / HTTP/1.0\r\n\r\n",
+    "an empty line first": b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a folded header": b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: one\r\n  two\r\n\r\n",
+    "a bare LF in a value": b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\nb\r\n\r\n",
+    "a bare CR in a value": b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\rb\r\n\r\n",
+    "a NUL in a value": b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",
+    "a space in a name": b"GET / HTTP/1.1\r\nHost: x\r\nX Bad: a\r\n\r\n",
+    "a space before the colon": b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+    "a line with no colon": b"GET / HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n",
+    "a bad request line": b"GET /\r\nHost: x\r\n\r\n",
+    "a length that is not a number": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5x\r\n\r\nhello",
+    "a length and chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    ),
+    "two lengths": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "a body over the limit": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nabc",
+    "too many fields": b"GET / HTTP/1.1\r\n" + b"X-N: 1\r\n" * 25 + b"\r\n",
+    "a head over the limit": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 3000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_aHeadParsedWholeGivesWhatTheLinePathGives(name):
+    raw = HEADS[name]
+    assert exchange(raw, whole=True) == exchange(raw, whole=False)
+
+
+def test_aHeadThatArrivesWholeIsParsedWithoutTheLinePath(monkeypatch):
+    from webstack.runtime.channel import LimitedHTTPChannel
+
+    lines = []
+    original = LimitedHTTPChannel.lineReceived
+
+    def counted(self, line):
+        lines.append(line)
+        return original(self, line)
+
+    monkeypatch.setattr(LimitedHTTPChannel, "lineReceived", counted)
+    seen, answer, closed = exchange(HEADS["repeated and oddly cased"], whole=True)
+    assert lines == []
+    assert seen and answer.startswith(b"HTTP/1.1 200 OK") and not closed
+    # Anything it does not take goes the line path's way.
+    exchange(HEADS["a folded header"], whole=True)
+    assert b"  two" in lines

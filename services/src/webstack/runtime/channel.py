@@ -34,7 +34,9 @@ connection is closed, then aborted if the peer does not read.
 
 from __future__ import annotations
 
+from twisted.protocols.basic import LineReceiver
 from twisted.web import http
+from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 
 _REASON_PHRASES = {
     408: b"Request Timeout",
@@ -169,7 +171,21 @@ class LimitedHTTPChannel(http.HTTPChannel):
     # The request head.
 
     def dataReceived(self, data):
-        _HTTPChannel.dataReceived(self, data)
+        if (
+            self.line_mode
+            and not self._buffer
+            and not self._busyReceiving
+            and self._phase == "head"
+            and not self._receivedHeaderSize
+            and not self._refused
+            and self.persistent
+        ):
+            # At the start of a request's head, nothing of it buffered.
+            self.resetTimeout()
+            if not self._wholeHead(data):
+                LineReceiver.dataReceived(self, data)
+        else:
+            _HTTPChannel.dataReceived(self, data)
         # Deadlines are armed only for a head or body still incomplete once
         # this data is parsed: most requests arrive whole in one read and
         # never cost a timer.
@@ -178,6 +194,97 @@ class LimitedHTTPChannel(http.HTTPChannel):
                 self._startDeadline(self.headTimeout, "head_timeout")
             elif self._phase == "body":
                 self._startDeadline(self.bodyTimeout, "body_timeout")
+
+    def _wholeHead(self, data: bytes) -> bool:
+        """
+        Parse a request head that C{data} holds whole, with one split and
+        one loop, rather than a turn of the line receiver, two
+        C{lineReceived} and two C{headerReceived} per header line: Twisted's
+        way cost the async service 17,000 to 20,000 instructions per header
+        (callgrind), so the four a proxy adds (C{X-Forwarded-*},
+        C{X-Request-Id}) made it 16% dearer per request behind the front
+        than direct.
+
+        Only for a head that needs none of the line path's other rules: no
+        folded line, no stray CR, LF or NUL, within the size and count
+        limits, not opened by an empty line (which Twisted skips, once).
+        Anything else is left to the line path, which answers it as before.
+        The request line and the head's end go through
+        L{http.HTTPChannel.lineReceived} as they would have; each header
+        gets what L{http.HTTPChannel.headerReceived} does to it
+        (test_channel feeds the same heads both ways and compares).
+
+        @return: whether C{data} was taken (what follows the head included).
+        """
+        end = data.find(b"\r\n\r\n")
+        if end <= 0 or end > self.totalHeadersSize or end > self.MAX_LENGTH:
+            return False
+        head = data[:end]
+        lines = head.split(b"\r\n")
+        fields = len(lines) - 1
+        if (
+            not lines[0]
+            or fields > self.maxHeaders
+            or head.count(b"\n") != fields
+            or head.count(b"\r") != fields
+            or b"\x00" in head
+            or b"\n " in head
+            or b"\n\t" in head
+        ):
+            return False
+        self._busyReceiving = True
+        self._buffer = data[end + 4 :]
+        try:
+            if not self._headLines(lines):
+                return True
+        finally:
+            self._busyReceiving = False
+        if self._buffer:
+            # A body, or the next request: the line receiver's as usual.
+            LineReceiver.dataReceived(self, b"")
+        return True
+
+    def _headLines(self, lines: list[bytes]) -> bool:
+        """
+        The request line, each header line, and the head's end, of a head
+        L{_wholeHead} checked.
+
+        @return: whether the connection is still open for what follows.
+        """
+        _HTTPChannel.lineReceived(self, lines[0])
+        transport = self.transport
+        if transport is None or transport.disconnecting:
+            return False
+        raw = self.requests[-1].requestHeaders._rawHeaders
+        encode = _nameEncoder.encode
+        size = len(lines[0])
+        for line in lines[1:]:
+            size += len(line)
+            name, colon, value = line.partition(b":")
+            try:
+                if not colon:
+                    raise InvalidHeaderName(line)
+                name = encode(name)
+            except InvalidHeaderName:
+                self._respondToBadRequestAndDisconnect()
+                return False
+            value = value.strip(b" \t")
+            if (
+                name == b"Content-Length" or name == b"Transfer-Encoding"
+            ) and not self._maybeChooseTransferDecoder(name, value):
+                return False
+            # What Headers.addRawHeader does, but for making sure the value
+            # has no line break: the head was split at every one.
+            values = raw.get(name)
+            if values is None:
+                raw[name] = [value]
+            else:
+                values.append(value)
+        self._receivedHeaderSize = size
+        self._receivedHeaderCount = len(lines) - 1
+        _HTTPChannel.lineReceived(self, b"")
+        transport = self.transport
+        return transport is not None and not transport.disconnecting
 
     def lineReceived(self, line):
         if self._refused:
