@@ -254,6 +254,7 @@ def test_connectFailureKinds():
         (b"/static/a%5cb", True),
         (b"/static/a\\b", True),
         (b"/static/a%00", True),
+        (b"/async/a\x00b", True),
     ],
 )
 def test_unsafePaths(path, unsafe):

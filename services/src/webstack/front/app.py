@@ -55,6 +55,9 @@ def unsafePath(path: bytes) -> bool:
     service: each service guards its own root as well, but the front refuses
     them first, so no route can be left through another's prefix.
     """
+    if b"%" not in path and b"." not in path:
+        # Nothing encoded and no dot: no dot segment (most paths).
+        return b"\\" in path or b"\x00" in path
     candidates = [path]
     if b"%" in path:
         once = unquote_to_bytes(path)
