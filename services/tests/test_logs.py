@@ -109,7 +109,7 @@ class Writes(io.StringIO):
         self.flushes += 1
 
 
-def batchedObserver(monkeypatch, running=True, ioThread=True, **options):
+def batchedObserver(monkeypatch, running=True, ioThread=True, out=None, **options):
     from twisted.internet.task import Clock
 
     from webstack.runtime import logs
@@ -127,7 +127,7 @@ def batchedObserver(monkeypatch, running=True, ioThread=True, **options):
     monkeypatch.setitem(sys.modules, "twisted.internet.reactor", reactor)
     monkeypatch.setattr(logs, "isInIOThread", lambda: ioThread)
     monkeypatch.setattr(logs.atexit, "register", lambda f: None)
-    out = Writes()
+    out = Writes() if out is None else out
     return JSONLineObserver(out, batched=True, **options), out, reactor
 
 
@@ -176,12 +176,17 @@ def test_aPipesWorthOfHeldLinesIsWrittenAtOnce(monkeypatch):
     # Each line holds its pad twice (as its message and as a field).
     log.info("{pad}", pad="a" * 1000)
     assert out.getvalue() == ""
+    # The next line would take the write past a pipe's worth: what is held
+    # goes out now, and the new line waits for the next write.
     log.info("{pad}", pad="b" * 1100)
-    assert [m[0] for m in messages(out)] == ["a", "b"] and out.flushes == 1
+    assert [m[0] for m in messages(out)] == ["a"] and out.flushes == 1
     # The batch's call still fires, and writes early what came after.
     log.info("after")
     reactor.advance(0)
-    assert messages(out)[-1] == "after" and out.flushes == 2
+    assert [m[0] for m in messages(out)] == ["a", "b", "a"] and out.flushes == 2
+    # A line a pipe's worth long on its own is written at once.
+    log.info("{pad}", pad="c" * 2100)
+    assert messages(out)[-1][0] == "c" and out.flushes == 3
 
 
 def test_holdingNoTimeWritesEveryTurnsLinesAtItsEnd(monkeypatch):
@@ -283,3 +288,24 @@ def test_aHeldTurnIsFlushedInPiecesThatAPipeKeepsWhole():
     observer.flush()
     assert len(out.writes) > 1
     assert all(len(piece) <= PIPE_BUF and piece.endswith(b"\n") for piece in out.writes)
+
+
+def test_aBusyProcessWritesEachPipesWorthInOneWrite(monkeypatch):
+    # Held until a line took them past a pipe's worth, the lines went out
+    # in two writes (the whole lines that fit, then the rest): twice the
+    # system calls.
+    observer, out, reactor = batchedObserver(monkeypatch, out=_Pipe())
+    log = Logger(namespace="webstack.test", observer=observer)
+    log.info("quiet")
+    reactor.advance(0)  # written at the end of the turn; now busy
+    for n in range(200):
+        log.info("{n} {pad}", n=n, pad="x" * 300)
+    reactor.advance(1)
+    assert [json.loads(line)["msg"] for line in b"".join(out.writes).decode().splitlines()] == [
+        "quiet"
+    ] + [f"{n} {'x' * 300}" for n in range(200)]
+    longest = max(len(line) for line in b"".join(out.writes).splitlines(keepends=True))
+    assert all(len(piece) <= PIPE_BUF for piece in out.writes)
+    # Every write between the first and the last is a pipe's worth, short
+    # only by less than the next line.
+    assert all(len(piece) > PIPE_BUF - longest for piece in out.writes[1:-1])

@@ -145,8 +145,9 @@ class JSONLineObserver:
     line (a busy server logs a line per request, and the system call costs
     more than making the line).  They are written at the end of the turn
     unless the last write was less than C{holdSeconds} ago; then once that
-    much time has passed since it, or as soon as a pipe's worth
-    (L{PIPE_BUF}) is held.  Held to the end of the turn only, a backend
+    much time has passed since it, or as soon as the next line would take
+    them past a pipe's worth (L{PIPE_BUF}): one write each, not a full one
+    and a short one.  Held to the end of the turn only, a backend
     behind the front (a request or two a turn) paid a write per request: a
     tenth of its CPU.  Every other line (a warning or worse, one with a
     failure, one from another thread, or when the reactor is not running)
@@ -206,9 +207,9 @@ class JSONLineObserver:
 
     def _hold(self, line: str) -> bool:
         """
-        Hold C{line} with the others (and write them all if they now fill
-        a pipe's write), if the reactor runs and this is its thread; say
-        whether it was kept.
+        Hold C{line} with the others (writing those first if it would take
+        them past a pipe's write), if the reactor runs and this is its
+        thread; say whether it was kept.
         """
         reactor = self._reactor
         if reactor is None:
@@ -220,9 +221,15 @@ class JSONLineObserver:
             reactor.addSystemEventTrigger("after", "shutdown", self.flush)
         if not reactor.running or not isInIOThread():
             return False
+        size = self._heldSize + len(line)
+        if size > PIPE_BUF and self._held:
+            # What is held fills one write, and this line would overflow
+            # it (into a second write of its own): written now, alone.
+            self.flush()
+            size = len(line)
         self._held.append(line)
-        self._heldSize += len(line)
-        if self._heldSize >= PIPE_BUF:
+        self._heldSize = size
+        if size >= PIPE_BUF:
             self.flush()
         elif self._due is None:
             # One call per batch, left to fire even if a full pipe's worth
