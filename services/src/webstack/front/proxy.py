@@ -38,7 +38,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from webstack.runtime.errors import errorBody, renderError
-from webstack.runtime.site import REQUEST_ID_HEADER, SERVED_BY_HEADER
 
 from .client import UpstreamConnection, UpstreamPool
 from .deadlines import Deadlines
@@ -222,18 +221,15 @@ class Exchange:
         request = self.request
         request.setResponseCode(code, phrase or None)
         lines, names = forwardedHeaderLines(headers)
-        # The replica's head replaces what the front's runtime set for a
-        # response of its own (its X-Served-By; its X-Request-Id, unless the
-        # replica sent none).  What the front adds stays: its channel's
-        # Connection (close, when draining), its routing cookie, X-Worker.
-        # No default Content-Type is added (Twisted's text/html would
-        # invite a browser to sniff an untyped body).
-        own = request.responseHeaders
-        own.removeHeader(SERVED_BY_HEADER)
-        if REQUEST_ID_HEADER in names:
-            own.removeHeader(REQUEST_ID_HEADER)
+        # The replica's head is the response's: the front's runtime adds
+        # no X-Served-By of its own to it, and its X-Request-Id only if the
+        # replica sent none (ObservedRequest.forwardHead).  What the front
+        # adds stays: its channel's Connection (close, when draining), its
+        # routing cookie, X-Worker.  No default Content-Type is added
+        # (Twisted's text/html would invite a browser to sniff an untyped
+        # body).
         if self._cookieToSet is not None:
-            own.addRawHeader(b"set-cookie", self._cookieToSet)
+            request.responseHeaders.addRawHeader(b"set-cookie", self._cookieToSet)
         request.forwardHead(lines, names)
 
     def responseBody(self, data: bytes) -> None:

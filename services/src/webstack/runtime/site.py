@@ -20,6 +20,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.http import NO_BODY_CODES, datetimeToString, toChunk, unquote
+from twisted.web.http_headers import _nameEncoder
 
 from .channel import LimitedHTTPChannel
 from .collector import prepareForServing
@@ -32,6 +33,10 @@ SERVED_BY = socket.gethostname().encode("ascii", "replace")
 """
 Which process answered (in a container, its id): shows the balancing.
 """
+# The names as Headers keys them (canonical case), for its own table.
+_SERVER_NAME, _DATE_NAME, _REQUEST_ID_NAME, _SERVED_BY_NAME = (
+    _nameEncoder.encode(name) for name in (b"server", b"date", REQUEST_ID_HEADER, SERVED_BY_HEADER)
+)
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:-]{1,64}\Z")
 _MAX_LOGGED_PATH = 512
 
@@ -133,6 +138,7 @@ class ObservedRequest(server.Request):
     route: str = "other"
     _receivedAt: float | None = None
     _observed = False
+    _requestIdValue: bytes | None = None
     _forwardedLines: bytes | None = None
     _forwardedNames: Set[bytes] = frozenset()
 
@@ -148,8 +154,11 @@ class ObservedRequest(server.Request):
             self.requestId = newRequestId()
             value = self.requestId.encode("ascii")
             self.requestHeaders.setRawHeaders(REQUEST_ID_HEADER, [value])
-        self.responseHeaders.setRawHeaders(REQUEST_ID_HEADER, [value])
-        self.responseHeaders.setRawHeaders(SERVED_BY_HEADER, [SERVED_BY])
+        # X-Request-Id and X-Served-By go into the response as its head is
+        # written (L{write}), and only if it has none: a proxied response
+        # brings the replica's, and the front set its own on every request
+        # only to remove them again.
+        self._requestIdValue = value
         self._site = site
         site.metrics.received()
         super().requestReceived(command, path, version)
@@ -197,8 +206,9 @@ class ObservedRequest(server.Request):
             name or a value.
         @param names: the lowercased names in C{lines}.  The head gets what
             any head gets here when they and C{responseHeaders} lack it:
-            C{Server}, C{Date}, and for a body of no C{Content-Length},
-            chunked framing.
+            C{Server}, C{Date}, this request's C{X-Request-Id}, and for a
+            body of no C{Content-Length}, chunked framing (not this side's
+            C{X-Served-By}: the response is the replica's).
         """
         self._forwardedLines = lines
         self._forwardedNames = names
@@ -212,11 +222,19 @@ class ObservedRequest(server.Request):
             ):
                 self._writeForwarded(data)
                 return
-            headers = self.responseHeaders
-            if not headers.hasHeader(b"server"):
-                headers.setRawHeaders(b"server", [server.version])
-            if not headers.hasHeader(b"date"):
-                headers.setRawHeaders(b"date", [httpDate(time())])
+            # Headers' own table (its documented _rawHeaders, by canonical
+            # name): four of its calls per response otherwise, each
+            # canonicalizing the name and checking the value again.
+            raw = self.responseHeaders._rawHeaders
+            if _SERVER_NAME not in raw:
+                raw[_SERVER_NAME] = [server.version]
+            if _DATE_NAME not in raw:
+                raw[_DATE_NAME] = [httpDate(time())]
+            if self._requestIdValue is not None:
+                if _REQUEST_ID_NAME not in raw:
+                    raw[_REQUEST_ID_NAME] = [self._requestIdValue]
+                if _SERVED_BY_NAME not in raw:
+                    raw[_SERVED_BY_NAME] = [SERVED_BY]
         super().write(data)
 
     def _writeForwarded(self, data: bytes) -> None:
@@ -245,6 +263,9 @@ class ObservedRequest(server.Request):
             head.append(b"Server: %s\r\n" % (server.version,))
         if b"date" not in names and not headers.hasHeader(b"date"):
             head.append(b"Date: %s\r\n" % (httpDate(time()),))
+        if REQUEST_ID_HEADER not in names and not headers.hasHeader(REQUEST_ID_HEADER):
+            # The replica sent none: the front's (the one it forwarded).
+            head.append(b"X-Request-Id: %s\r\n" % (self._requestIdValue,))
         bodiless = self.method == b"HEAD" or self.code in NO_BODY_CODES
         if (
             not bodiless
