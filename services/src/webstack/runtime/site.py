@@ -299,14 +299,29 @@ class ObservedRequest(server.Request):
         super().render(resource)
 
     def finish(self):
+        encoder = self._encoder
+        if encoder is not None:
+            # Twisted's own finish writes the encoder's last bytes (gzip's
+            # trailer) with http.Request.write itself: past this class's
+            # write (a head written then lacked this side's headers), past
+            # the rule that a HEAD, 204 or 304 has no body (the trailer went
+            # out after its head), and, when nothing was written before,
+            # after a length declared for the body before it was encoded (an
+            # empty file's Content-Length: 0).  Written here through write,
+            # they go as any piece of the body does.
+            self._encoder = None
+            data = encoder.finish()
+            if not self.startedWriting:
+                self.responseHeaders.removeHeader(b"content-length")
+            if data:
+                self.write(data)
         # Finished without a byte written (an empty 500 from WSGIResource, a
         # redirect with no body): Twisted would send an empty chunked body;
         # "Content-Length: 0" says the same in one header.  Not for HEAD
         # (its length is the GET's), a status that has no body, or an
         # encoder (gzip writes a trailer even for nothing).
-        if (
+        elif (
             not self.startedWriting
-            and self._encoder is None
             and self.method != b"HEAD"
             and self.code not in NO_BODY_CODES
             and not self.responseHeaders.hasHeader(b"content-length")
