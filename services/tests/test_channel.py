@@ -381,6 +381,73 @@ def test_noContentLengthZeroWhereItWouldBeWrong(method, code):
     assert b"transfer-encoding" not in head(transport)
 
 
+def test_aGzipEncodedResponseFinishedWithNothingWrittenIsWholeAndFramed():
+    """
+    An encoder's trailer is written past the site's own write (Twisted's
+    C{finish} calls the channel's directly): the head still gets this
+    side's headers, and a length declared before the encoder made the body
+    (an empty file's C{Content-Length: 0}) is not sent with the gzip bytes
+    after it, which a keep-alive client would read as the next response.
+    """
+    import zlib
+
+    from twisted.web.resource import EncodingResourceWrapper
+
+    class EmptyFile(Empty):
+        def render(self, request):
+            request.setHeader(b"content-length", b"0")
+            return super().render(request)
+
+    empty = EmptyFile()
+    site, channel, transport, clock, registry = serve(
+        EncodingResourceWrapper(empty, [server.GzipEncoderFactory()])
+    )
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    empty.pending.finish()
+    top, _, body = transport.value().partition(b"\r\n\r\n")
+    fields = dict(line.split(b": ", 1) for line in top.lower().split(b"\r\n")[1:])
+    for name in (b"x-request-id", b"x-served-by", b"server", b"date"):
+        assert name in fields
+    assert fields[b"content-encoding"] == b"gzip"
+    assert b"content-length" not in fields
+    assert fields[b"transfer-encoding"] == b"chunked"
+    chunks, rest = [], body
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        if int(size, 16) == 0:
+            break
+        chunks.append(rest[: int(size, 16)])
+        rest = rest[int(size, 16) + 2 :]
+    assert rest == b"\r\n"
+    assert zlib.decompress(b"".join(chunks), 16 + zlib.MAX_WBITS) == b""
+
+
+@pytest.mark.parametrize("method, code", [(b"HEAD", 200), (b"GET", 204), (b"GET", 304)])
+def test_aGzipEncodedResponseWithNoBodySendsNoTrailer(method, code):
+    """
+    The encoder's last bytes are a body piece like any other: none after
+    the head of a HEAD, a 204 or a 304 (on a keep-alive connection, the
+    client would read them as the start of the next response).
+    """
+    from twisted.web.resource import EncodingResourceWrapper
+
+    class Hello(Empty):
+        def render(self, request):
+            super().render(request)
+            request.write(b"hello")
+            return NOT_DONE_YET
+
+    hello = Hello(code)
+    site, channel, transport, clock, registry = serve(
+        EncodingResourceWrapper(hello, [server.GzipEncoderFactory()])
+    )
+    channel.dataReceived(method + b" / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    hello.pending.finish()
+    out = transport.value()
+    assert out.startswith(b"HTTP/1.1 %d " % code) and out.endswith(b"\r\n\r\n")
+    assert out.count(b"\r\n\r\n") == 1
+
+
 def test_finishWithSaysTheLengthOfABodyWrittenInOnePiece():
     from webstack.runtime.site import finishWith
 
@@ -662,6 +729,24 @@ HEADS = {
     "a body over the limit": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nabc",
     "too many fields": b"GET / HTTP/1.1\r\n" + b"X-N: 1\r\n" * 25 + b"\r\n",
     "a head over the limit": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 3000 + b"\r\n\r\n",
+    "exactly as many fields as allowed": b"GET / HTTP/1.1\r\n" + b"X-N: 1\r\n" * 20 + b"\r\n",
+    "one field more": b"GET / HTTP/1.1\r\n" + b"X-N: 1\r\n" * 21 + b"\r\n",
+    "lines ended by LF alone": b"GET / HTTP/1.1\nHost: x\n\n",
+    "a CR before the line's end": b"GET / HTTP/1.1\r\r\nHost: x\r\n\r\n",
+    "an empty name": b"GET / HTTP/1.1\r\nHost: x\r\n: x\r\n\r\n",
+    "a tab in a name": b"GET / HTTP/1.1\r\nHost: x\r\nX\tBad: a\r\n\r\n",
+    "bytes past ASCII and control characters in values": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Text: caf\xc3\xa9 \xff\r\nX-Ctl: a\x0bb\x0cc\r\n\r\n"
+    ),
+    "Transfer-Encoding: identity": b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+    "Transfer-Encoding: chunked, gzip": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"
+    ),
+    "a signed length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+    "Expect: 100-continue": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"
+    ),
+    "HEAD": b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 
