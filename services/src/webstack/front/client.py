@@ -348,11 +348,13 @@ class _Connecting(ClientFactory):
         # The reactor's connector keeps this factory as long as the
         # connection lives: it must not keep the first exchange (its
         # request, its client's channel) alive as long.
-        exchange, self._exchange = self._exchange, None
-        return UpstreamConnection(self._pool, self._key, exchange)
+        connection = UpstreamConnection(self._pool, self._key, self._exchange)
+        self._exchange = None
+        return connection
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
-        self._exchange.connectFailed(connectFailureKind(reason), reason)
+        if self._exchange is not None:
+            self._exchange.connectFailed(connectFailureKind(reason), reason)
 
 
 class UpstreamPool:
