@@ -290,21 +290,23 @@ def test_aHeldTurnIsFlushedInPiecesThatAPipeKeepsWhole():
     assert all(len(piece) <= PIPE_BUF and piece.endswith(b"\n") for piece in out.writes)
 
 
-def test_aBusyProcessWritesEachPipesWorthInOneWrite(monkeypatch):
+@pytest.mark.parametrize("pad", ["x", "é"])
+def test_aBusyProcessWritesEachPipesWorthInOneWrite(monkeypatch, pad):
     # Held until a line took them past a pipe's worth, the lines went out
     # in two writes (the whole lines that fit, then the rest): twice the
-    # system calls.
+    # system calls.  A pipe's worth is counted in bytes, not characters.
     observer, out, reactor = batchedObserver(monkeypatch, out=_Pipe())
     log = Logger(namespace="webstack.test", observer=observer)
     log.info("quiet")
     reactor.advance(0)  # written at the end of the turn; now busy
     for n in range(200):
-        log.info("{n} {pad}", n=n, pad="x" * 300)
+        log.info("{n} {pad}", n=n, pad=pad * 300)
     reactor.advance(1)
-    assert [json.loads(line)["msg"] for line in b"".join(out.writes).decode().splitlines()] == [
+    written = b"".join(out.writes)
+    assert [json.loads(line)["msg"] for line in written.decode().splitlines()] == [
         "quiet"
-    ] + [f"{n} {'x' * 300}" for n in range(200)]
-    longest = max(len(line) for line in b"".join(out.writes).splitlines(keepends=True))
+    ] + [f"{n} {pad * 300}" for n in range(200)]
+    longest = max(len(line) for line in written.splitlines(keepends=True))
     assert all(len(piece) <= PIPE_BUF for piece in out.writes)
     # Every write between the first and the last is a pipe's worth, short
     # only by less than the next line.

@@ -221,12 +221,15 @@ class JSONLineObserver:
             reactor.addSystemEventTrigger("after", "shutdown", self.flush)
         if not reactor.running or not isInIOThread():
             return False
-        size = self._heldSize + len(line)
+        # PIPE_BUF counts bytes (an access line is ASCII but for a path's
+        # undecodable bytes).
+        length = len(line) if line.isascii() else len(line.encode("utf-8", "backslashreplace"))
+        size = self._heldSize + length
         if size > PIPE_BUF and self._held:
             # What is held fills one write, and this line would overflow
             # it (into a second write of its own): written now, alone.
             self.flush()
-            size = len(line)
+            size = length
         self._held.append(line)
         self._heldSize = size
         if size >= PIPE_BUF:
