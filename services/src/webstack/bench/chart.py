@@ -89,8 +89,10 @@ def _lateness(ax, results: dict) -> None:
 
 
 def drawChart(results: dict, path: Path) -> None:
-    figure = plt.figure(figsize=(16, 11))
-    grid = figure.add_gridspec(2, 3, height_ratios=[1, 1.25])
+    figure = plt.figure(figsize=(16, 12))
+    # The table and the targets below it each in a row of their own: the
+    # targets' lines, drawn under the table's axes, ran into its last rows.
+    grid = figure.add_gridspec(3, 3, height_ratios=[1, 1.05, 0.5])
     _throughput(figure.add_subplot(grid[0, 0]), results)
     _cpu(figure.add_subplot(grid[0, 1]), results)
     _lateness(figure.add_subplot(grid[0, 2]), results)
@@ -111,8 +113,10 @@ def drawChart(results: dict, path: Path) -> None:
         f"[{'met' if t['met'] else 'MISSED'}] {t['name']}: {t['shown']}"
         for t in results.get("targets", [])
     ]
-    ax.text(0.0, 0.0, "\n".join(lines), transform=ax.transAxes, fontsize=8,
-            va="bottom", family="monospace")
+    notes = figure.add_subplot(grid[2, :])
+    notes.axis("off")
+    notes.text(0.0, 1.0, "\n".join(lines), transform=notes.transAxes, fontsize=8,
+               va="top", family="monospace")
     figure.suptitle(f"webstack bench, {results.get('when', '')}"
                     f" ({results.get('machine', {}).get('cores', '?')} cores)")
     figure.tight_layout()
