@@ -120,9 +120,11 @@ SERVER = textwrap.dedent(
     address = ("127.0.0.1", port.getHost().port)
 
     def read(slow=False):
-        s = socket.create_connection(address, timeout=10)
         data = b""
         try:
+            # Inside the try: under load, the server can accept and abort
+            # before connect() returns, which then fails with the reset.
+            s = socket.create_connection(address, timeout=10)
             while True:
                 chunk = s.recv(65536)
                 if not chunk:
