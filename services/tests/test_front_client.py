@@ -814,7 +814,8 @@ def test_anUpstreamConnectionThatClosesIsFreedAtOnceWithTheRequestsItServed(noCo
     world = World()
     world.pool.maxIdle = 0  # the pool closes each connection after its exchange
     channel, transport = world.client(HELD)
-    # A reactor's connector keeps the factory for the connection's life.
+    # A reactor's connector keeps the factory for the connection's life
+    # (here, this local does).
     [(_, _, factory, _, _)] = world.clock.tcpClients
     world.accept()
     request = weakref.ref(channel.requests[0])
@@ -836,4 +837,3 @@ def test_anUpstreamConnectionThatClosesIsFreedAtOnceWithTheRequestsItServed(noCo
     world.upstreamTransports.clear()
     assert connection() is None
     assert request() is None
-    assert factory is not None
