@@ -259,11 +259,14 @@ class ObservedRequest(server.Request):
         for name, values in headers.getAllRawHeaders():
             for value in values:
                 head.append(b"%s: %s\r\n" % (name, value))
-        if b"server" not in names and not headers.hasHeader(b"server"):
+        # What write adds to a head of this side's own, looked up the same
+        # way: in the replica's names, then in Headers' own table.
+        raw = headers._rawHeaders
+        if b"server" not in names and _SERVER_NAME not in raw:
             head.append(b"Server: %s\r\n" % (server.version,))
-        if b"date" not in names and not headers.hasHeader(b"date"):
+        if b"date" not in names and _DATE_NAME not in raw:
             head.append(b"Date: %s\r\n" % (httpDate(time()),))
-        if REQUEST_ID_HEADER not in names and not headers.hasHeader(REQUEST_ID_HEADER):
+        if REQUEST_ID_HEADER not in names and _REQUEST_ID_NAME not in raw:
             # The replica sent none: the front's (the one it forwarded).
             head.append(b"X-Request-Id: %s\r\n" % (self._requestIdValue,))
         bodiless = self.method == b"HEAD" or self.code in NO_BODY_CODES
