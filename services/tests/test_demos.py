@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from webstack.demos import DEMOS
-from webstack.demos.hostile import _receive
+from webstack.demos.hostile import OBJECTIVE, _receive, verdict
 from webstack.demos.narration import Narrator
 from webstack.demos.traffic import percentile
 
@@ -59,6 +59,42 @@ def test_percentileIsTheNearestRank():
     assert percentile(values, 0.5) == 50.0
     assert percentile(values, 0.99) == 99.0
     assert percentile([5.0], 0.99) == 5.0
+
+
+HELD = {"opened": 300, "malformed": 600, "ranges": {200: 61}, "logins": {401: 5, 429: 56}}
+BASELINE = [0.002] * 590 + [0.011] * 10
+
+
+def test_hostileHoldsWithEveryAttackBoundedAndTheNormalClientServed():
+    passed, why = verdict(HELD, BASELINE, [0.003] * 590 + [0.021] * 10, 0)
+    assert passed, why
+    assert why.startswith("normal p99 21.0 ms under attack vs 11.0 ms baseline (1.91×;")
+
+
+@pytest.mark.parametrize("figures, during, failed, fault", [
+    ({**HELD, "opened": 120}, [0.003] * 600, 0, "120 of 300 slowloris connections opened"),
+    ({**HELD, "ranges": {206: 61}}, [0.003] * 600, 0, "range flood answered {206: 61}"),
+    ({**HELD, "ranges": {}}, [0.003] * 600, 0, "range flood answered nothing"),
+    ({**HELD, "logins": {401: 61}}, [0.003] * 600, 0, "login flood answered {401: 61}"),
+    ({**HELD, "logins": {200: 1, 429: 60}}, [0.003] * 600, 0, "login flood answered"),
+    (HELD, [], 0, "no normal request answered during the attack"),
+    (HELD, [0.003] * 600, 2, "2 normal requests failed"),
+    (HELD, [0.003] * 590 + [OBJECTIVE + 0.001] * 10, 0, "normal p99 over its bound of 100 ms"),
+])
+def test_hostileFailsWhenAnyBoundGives(figures, during, failed, fault):
+    passed, why = verdict(figures, BASELINE, during, failed)
+    assert not passed
+    assert fault in why
+
+
+def test_hostileAllowsTwiceAHighBaseline():
+    """
+    Past the objective, the bound is twice the baseline: a stack already
+    slow before the attack is held to its own pace.
+    """
+    slow = [0.080] * 600
+    assert verdict(HELD, slow, [0.150] * 600, 0)[0]
+    assert not verdict(HELD, slow, [0.170] * 600, 0)[0]
 
 
 # Real processes: demo-hostile's hand-over from its attackers' process.
