@@ -280,6 +280,99 @@ def test_anAbandonedRequestIsCountedAs499AndLeavesNothingInFlight():
     assert site.channels == set()
 
 
+class Kept(Resource):
+    """
+    Keeps every request it is given; answers at once if C{answer}, else never.
+    """
+
+    isLeaf = True
+
+    def __init__(self, answer=False):
+        super().__init__()
+        self.answer = answer
+        self.requests = []
+
+    def render(self, request):
+        self.requests.append(request)
+        return b"ok" if self.answer else NOT_DONE_YET
+
+
+def test_aListenerHearsItsClientLeaveBeforeTheRequestFinished():
+    kept = Kept()
+    site, channel, transport, clock, registry = serve(kept)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    [request] = kept.requests
+    heard = []
+    request.whenLost(heard.append)
+    request.whenLost(lambda reason: heard.append("second"))
+    reason = Failure(ConnectionDone())
+    channel.connectionLost(reason)
+    assert heard == [reason, "second"]
+    # Once, as a Deferred's errback fires once.
+    request.connectionLost(reason)
+    assert heard == [reason, "second"]
+
+
+def test_aListenerHearsNothingOfARequestThatFinished():
+    kept = Kept(answer=True)
+    site, channel, transport, clock, registry = serve(kept)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    [request] = kept.requests
+    assert request.finished
+    heard = []
+    request.whenLost(heard.append)
+    request.connectionLost(Failure(ConnectionDone()))
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert heard == []
+
+
+class Arguments(Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render(self, request):
+        self.seen.append((request.method, request.uri, request.path, request.clientproto,
+                          request.args, request.content.read()))
+        return b"ok"
+
+
+URIS = [b"/a", b"/a?", b"/a?b=c&b=d;e=f", b"/a?x", b"/a?x=", b"/?%41=%42+c", b"/a?b=1?c=2",
+        b"/a/b%2Fc?q=%zz", b"*"]
+
+
+@pytest.mark.parametrize("uri", URIS)
+def test_theQueryParsedWhenAskedForGivesWhatTwistedGives(uri):
+    """
+    A site that parses no form parses the query only when C{args} is asked
+    for; a site that parses forms goes Twisted's way.  Both see the same.
+    """
+    seen = []
+    for parseForms in (False, True):
+        resource = Arguments()
+        site, channel, transport, clock, registry = serve(resource, parseForms=parseForms)
+        channel.dataReceived(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" % uri)
+        seen.append((resource.seen, transport.value().split(b"\r\n", 1)[0]))
+    assert seen[0] == seen[1]
+
+
+def test_aQueryNoResourceAsksForIsNeverParsed(monkeypatch):
+    from webstack.runtime import site as module
+
+    parsed = []
+    monkeypatch.setattr(module, "parse_qs", lambda *a: parsed.append(a) or {})
+    site, channel, transport, clock, registry = serve()
+    channel.dataReceived(b"GET /?a=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    assert parsed == []
+    resource = Arguments()
+    site, channel, transport, clock, registry = serve(resource)
+    channel.dataReceived(b"GET /?a=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parsed == [(b"a=1", 1)]
+
+
 def test_aRequestIdIsKeptOrMade():
     site, channel, transport, clock, registry = serve()
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\n\r\n")

@@ -151,7 +151,7 @@ class Exchange:
         self._sentAt = 0.0
         self._waiting = False
         self._cookieToSet = None
-        request.notifyFinish().addErrback(self._clientLeft)
+        request.whenLost(self._clientLeft)
 
     # Choosing a replica and sending.
 
