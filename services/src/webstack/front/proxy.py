@@ -42,7 +42,7 @@ from webstack.runtime.errors import errorBody, renderError
 from .client import UpstreamConnection, UpstreamPool
 from .deadlines import Deadlines
 from .failures import DETAIL, ERROR, TIMEOUT, UpstreamFailure, classify, describeFailure
-from .headers import forwardedHeaderLines, upstreamRequestHead
+from .headers import CONTENT_LENGTH, TRANSFER_ENCODING, forwardedHeaderLines, upstreamRequestHead
 from .metrics import ProxyMetrics
 from .settings import RouteSettings
 from .upstreams import Replica, ReplicaChooser, ReplicaSet
@@ -129,9 +129,9 @@ class Exchange:
         self.route = proxy.route.name
         body = None
         incoming = request.requestHeaders
+        raw = incoming._rawHeaders  # by canonical name (headers.py)
         if (
-            incoming.hasHeader(b"content-length")
-            or incoming.hasHeader(b"transfer-encoding")
+            CONTENT_LENGTH in raw or TRANSFER_ENCODING in raw
         ) and request.content is not None:
             request.content.seek(0)
             body = request.content.read()

@@ -34,8 +34,9 @@ SERVED_BY = socket.gethostname().encode("ascii", "replace")
 Which process answered (in a container, its id): shows the balancing.
 """
 # The names as Headers keys them (canonical case), for its own table.
-_SERVER_NAME, _DATE_NAME, _REQUEST_ID_NAME, _SERVED_BY_NAME = (
-    _nameEncoder.encode(name) for name in (b"server", b"date", REQUEST_ID_HEADER, SERVED_BY_HEADER)
+_SERVER_NAME, _DATE_NAME, _REQUEST_ID_NAME, _SERVED_BY_NAME, _FORWARDED_FOR_NAME = (
+    _nameEncoder.encode(name)
+    for name in (b"server", b"date", REQUEST_ID_HEADER, SERVED_BY_HEADER, b"x-forwarded-for")
 )
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:-]{1,64}\Z")
 _MAX_LOGGED_PATH = 512
@@ -149,14 +150,18 @@ class ObservedRequest(server.Request):
         site = self.channel.site
         self._receivedAt = site.reactor.seconds()
         self.route = site.routeLabeler(path.partition(b"?")[0])
-        given = self.requestHeaders.getRawHeaders(REQUEST_ID_HEADER)
-        if given is not None and _REQUEST_ID.match(given[0]):
+        # Looked up and set in Headers' own table, by canonical name, as the
+        # head is written (L{write}): getRawHeaders and setRawHeaders cost a
+        # name encoding each, on every request.
+        raw = self.requestHeaders._rawHeaders
+        given = raw.get(_REQUEST_ID_NAME)
+        if given and _REQUEST_ID.match(given[0]):
             value = given[0]
             self.requestId = value.decode("ascii")
         else:
             self.requestId = newRequestId()
             value = self.requestId.encode("ascii")
-            self.requestHeaders.setRawHeaders(REQUEST_ID_HEADER, [value])
+            raw[_REQUEST_ID_NAME] = [value]
         # X-Request-Id and X-Served-By go into the response as its head is
         # written (L{write}), and only if it has none: a proxied response
         # brings the replica's, and the front set its own on every request
@@ -395,7 +400,7 @@ class ObservedRequest(server.Request):
         status = ABORTED_STATUS if aborted else str(self.code)
         method = self.method.decode("ascii", "replace")
         site.metrics.observe(self.route, method, status, elapsed)
-        forwardedFor = self.requestHeaders.getRawHeaders(b"x-forwarded-for", [b""])[0]
+        forwardedFor = (self.requestHeaders._rawHeaders.get(_FORWARDED_FOR_NAME) or [b""])[0]
         _emitAccess(
             method,
             self.uri[:_MAX_LOGGED_PATH].decode("ascii", "replace"),
