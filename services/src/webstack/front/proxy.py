@@ -100,7 +100,9 @@ class RouteProxy(Resource):
 class Exchange:
     """
     One client request and its upstream request(s): an L{IExchange} for
-    the connection that serves it.
+    the connection that serves it.  The request is the runtime's
+    L{webstack.runtime.site.ObservedRequest}, whose C{whenLost} says when
+    its client leaves.
     """
 
     __slots__ = (
