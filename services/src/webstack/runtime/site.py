@@ -150,9 +150,9 @@ class ObservedRequest(server.Request):
         site = self.channel.site
         self._receivedAt = site.reactor.seconds()
         self.route = site.routeLabeler(path.partition(b"?")[0])
-        # Looked up and set in Headers' own table, by canonical name, as the
-        # head is written (L{write}): getRawHeaders and setRawHeaders cost a
-        # name encoding each, on every request.
+        # Looked up and set in Headers' own table, by canonical name, as
+        # L{write} does for the response: getRawHeaders and setRawHeaders
+        # would encode the name each time, on every request.
         raw = self.requestHeaders._rawHeaders
         given = raw.get(_REQUEST_ID_NAME)
         if given and _REQUEST_ID.match(given[0]):
@@ -173,9 +173,9 @@ class ObservedRequest(server.Request):
             super().requestReceived(command, path, version)
             return
         # Twisted's requestReceived, for a site that parses no form (every
-        # one here but a service's whose resources read form fields, see
-        # L{WebSite}): the query is parsed when a resource first asks
-        # for C{args} (L{args}), not for every request.  The front forwards
+        # site here but one whose service reads form fields: App.parseForms):
+        # the query is parsed when a resource first asks for C{args}
+        # (L{args}), not for every request.  The front forwards
         # the query as it came and never asks: 1.9% of its instructions
         # per proxied request (docs/benchmarks.md).
         self.content.seek(0, 0)
@@ -202,8 +202,8 @@ class ObservedRequest(server.Request):
         """
         Call C{listener} with the reason if the connection is lost before
         this request has finished: what C{notifyFinish().addErrback(listener)}
-        does, without a L{Deferred} made, called back and run through for
-        every request that finishes, as nearly all do.  The front's proxy
+        does, without the L{Deferred} that notifyFinish makes and calls back
+        for every request, though nearly all of them finish.  The front's proxy
         listens on every request it forwards (4.6% of its instructions per
         request; docs/benchmarks.md).
         """
