@@ -55,9 +55,11 @@ def unsafePath(path: bytes) -> bool:
     service: each service guards its own root as well, but the front refuses
     them first, so no route can be left through another's prefix.
     """
-    if b"%" not in path and b"." not in path:
+    # find() rather than `in` on every request's path: CPython 3.11's
+    # bytes `in` costs five times as much (see LimitedHTTPChannel._wholeHead).
+    if path.find(b"%") < 0 and path.find(b".") < 0:
         # Nothing encoded and no dot: no dot segment (most paths).
-        return b"\\" in path or b"\x00" in path
+        return path.find(b"\\") >= 0 or path.find(b"\x00") >= 0
     candidates = [path]
     if b"%" in path:
         once = unquote_to_bytes(path)

@@ -107,7 +107,9 @@ def upstreamRequestHead(
         lower = name.lower()
         if lower in skip:
             continue
-        if b"_" in lower and lower.replace(b"_", b"-") in _FRONT_SET:
+        # find(), not `in`: five times cheaper on CPython 3.11 (see
+        # LimitedHTTPChannel._wholeHead).
+        if lower.find(b"_") >= 0 and lower.replace(b"_", b"-") in _FRONT_SET:
             continue
         for value in values:
             lines.append(b"%s: %s\r\n" % (name, value))
