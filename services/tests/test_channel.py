@@ -383,6 +383,26 @@ def test_aRequestIdIsKeptOrMade():
     assert b"X-Request-Id: " in transport.value()
 
 
+def test_everyRequestClassIsAFactoryTakingJustTheChannel():
+    """
+    Twisted's channel asks a request class for every request whether it is
+    an L{INonQueuedRequestFactory}; the runtime's classes, and classes made
+    from them (sessions, workers), say yes rather than let zope.interface
+    make and drop an AttributeError to say no.
+    """
+    from twisted.web.http import INonQueuedRequestFactory
+
+    from webstack.runtime.site import ObservedRequest
+    from webstack.runtime.workers import workerRequestFactory
+
+    made = type("Made", (ObservedRequest,), {})
+    for cls in (ObservedRequest, made, workerRequestFactory(made, b"front/1/1")):
+        assert INonQueuedRequestFactory.providedBy(cls), cls
+    site, channel, transport, clock, registry = serve()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+
+
 def test_drainClosesAnIdleConnectionAtOnce():
     site, channel, transport, clock, registry = serve()
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
