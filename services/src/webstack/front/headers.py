@@ -57,6 +57,9 @@ HOST, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING = (
 )
 
 
+_COLON_SPACE = b": "
+
+
 def _connectionTokens(headers: Headers) -> set[bytes]:
     tokens = set()
     for value in headers.getRawHeaders(b"connection", []):
@@ -147,7 +150,9 @@ def forwardedHeaderLines(
         # Nothing to drop (most responses, a Content-Length and no
         # Connection): all in one join, and one look for a CR or LF that is
         # not a line's end.  A third of the cost of the line-by-line way.
-        joined = b"".join([b"%s: %s\r\n" % header for header in upstream])
+        # Each pair joined by ": " and the lines by CRLF: cheaper than
+        # formatting each line with %.
+        joined = b"\r\n".join(map(_COLON_SPACE.join, upstream)) + b"\r\n" if upstream else b""
         count = len(upstream)
         if joined.count(b"\n") == count and joined.count(b"\r") == count:
             return joined, names
