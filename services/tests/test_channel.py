@@ -627,6 +627,61 @@ def test_theDirectMetricPathExposesWhatThePublicOneDoes():
     assert opaque.seen == [2, 0.5]
 
 
+def test_theDirectMetricPathWritesTheWorkersFileAsThePublicOneDoes(tmp_path, monkeypatch):
+    """
+    In a worker, prometheus_client keeps each value in a file the workers
+    share, and L{adder} and L{observer} write it without the value's lock
+    and fork check: the file must then hold what the public C{inc} and
+    C{observe} would leave there, every latency bucket edge included, and
+    each addition must be there as soon as it is made (another worker may
+    answer the next scrape).
+    """
+    from prometheus_client import generate_latest, values
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from webstack.runtime.metrics import LATENCY_BUCKETS, HTTPMetrics
+
+    amounts = [0.0, 0.0005, *LATENCY_BUCKETS, 0.0011, 7.5, 500.0, -1.0]
+
+    def exposition(name, count):
+        # A worker's files of its own (a labelled child makes its values,
+        # in the directory of the moment, when first asked for).
+        directory = tmp_path / name
+        directory.mkdir()
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+        count(HTTPMetrics(CollectorRegistry()))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, str(directory))
+        return sorted(generate_latest(registry).decode().splitlines())
+
+    def direct(metrics):
+        def refused(self, amount):
+            raise AssertionError("the shared value's inc (lock, getpid) was called")
+
+        assert metrics.inFlight._value._multiprocess
+        monkeypatch.setattr(type(metrics.inFlight._value), "inc", refused)
+        for amount in amounts:
+            metrics.received()
+            metrics.observe("/a", "GET", "200", amount)
+        metrics.received()
+
+    def public(metrics):
+        for amount in amounts:
+            metrics.inFlight.inc()
+            metrics.inFlight.dec()
+            metrics.requests.labels("/a", "GET", "200").inc()
+            metrics.latency.labels("/a").observe(amount)
+        metrics.inFlight.inc()
+
+    directFiles, publicFiles = exposition("direct", direct), exposition("public", public)
+    assert directFiles == publicFiles
+    assert f'http_requests_total{{method="GET",route="/a",status="200"}} {len(amounts)}.0' in (
+        directFiles
+    )
+    assert "http_requests_in_flight 1.0" in directFiles
+
+
 @pytest.mark.parametrize(
     "path, extra",
     [
