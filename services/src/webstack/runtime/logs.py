@@ -24,6 +24,8 @@ import os
 import select
 import sys
 import time
+from functools import lru_cache
+from itertools import islice
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogLevel, formatEvent
@@ -119,16 +121,27 @@ def eventAsRecord(event: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+@lru_cache(maxsize=1024)
+def _jsonKey(key: str) -> str:
+    """
+    C{key} as JSON: the same few field names on every line.
+    """
+    return json.dumps(key, ensure_ascii=False)
+
+
 def _laterFields(event: dict[str, Any], count: int) -> str:
     """
     The plain fields added to C{event} after its first C{count} keys, as
-    they follow the others in its JSON line.
+    they follow the others in its JSON line.  (A worker's C{"worker": N} is
+    one, on every line: an integer is written as itself, without the
+    encoder.)
     """
     later = ""
-    for key, value in list(event.items())[count:]:
+    for key, value in islice(event.items(), count, None):
         if key.startswith("log_") or key in _SKIP or not isinstance(value, _PLAIN):
             continue
-        later += f", {json.dumps(key, ensure_ascii=False)}: {json.dumps(value, ensure_ascii=False)}"
+        text = str(value) if type(value) is int else json.dumps(value, ensure_ascii=False)
+        later += f", {_jsonKey(key)}: {text}"
     return later
 
 
