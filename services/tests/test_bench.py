@@ -101,6 +101,43 @@ def test_treeCPUIncludesDescendantsAliveAndReaped():
         parent.communicate(timeout=10)
 
 
+def test_theCPUMeterSaysHowTheWorkWasSharedAndCountsAReapedProcessOnce():
+    """
+    A tree whose one process did all the work: its busiest process's share
+    is near 1 (as a two-worker front's is when one worker took every
+    connection).  Once that process is reaped, its CPU counts in its
+    parent's, once.
+    """
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    burner = None
+    try:
+        meter = proctree.CPUMeter({"tree": parent.pid})
+        meter.start()
+        burner = int(readLine(parent).split()[1])
+        used = meter.stop()["tree"]
+        assert used >= BURN * 0.8
+        assert len(meter.byProcess["tree"]) == 2
+        assert meter.byProcess["tree"][0] >= BURN * 0.8
+        assert meter.busiestShare("tree") > 0.6
+        assert proctree.CPUMeter({"tree": parent.pid}).busiestShare("tree") is None
+
+        meter.start()
+        os.kill(burner, signal.SIGTERM)
+        assert readLine(parent).strip() == "reaped"
+        # What it burnt before start() is not counted again.
+        assert meter.stop()["tree"] < BURN * 0.5
+    finally:
+        if burner is not None:
+            try:
+                os.kill(burner, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.kill()
+        parent.communicate(timeout=10)
+
+
 def test_readStatOfAGoneProcess():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(30)
@@ -306,6 +343,7 @@ def test_medianOfRoundsTakesEachFigureOnItsOwnAndKeepsEveryRound():
             "ratio_to_direct": ratio,
             "proxy_cpu_us_per_request": proxy,
             "server_cpu_us_per_request": 70.0,
+            "busiest_share": None,
             "requests": requests,
         }
 
@@ -330,6 +368,28 @@ def test_medianOfRoundsTakesEachFigureOnItsOwnAndKeepsEveryRound():
     assert medianOfRounds(rounds[:1])["front1"]["rounds"] == [
         {k: rounds[0]["front1"][k] for k in combined["rounds"][0]}
     ]
+
+
+def test_theTableSaysHowEachRoundsWorkersSharedTheWork():
+    """
+    Each round's share of the two-worker front's CPU used by its busiest
+    worker: 0.98 is one worker doing it all, which the ratio alone would
+    not tell.
+    """
+    def figure(share):
+        return {"requests_per_second": 5000.0, "ratio_to_direct": 0.5, "requests": 1,
+                "busiest_share": share}
+
+    combined = medianOfRounds([
+        {"front1": figure(None), "front2": figure(0.98)},
+        {"front1": figure(None), "front2": figure(0.514)},
+    ])
+    assert combined["front2"]["busiest_share"] == 0.514
+    rows = dict(tableRows({"throughput": combined}))
+    keys = [k for k, _ in COLUMNS]
+    cells = rows["busiest process's CPU share, per round"]
+    assert cells[keys.index("front2")] == "0.98/0.51"
+    assert cells[keys.index("front1")] == "-"
 
 
 def test_theMedianOfAnEvenCountIsAFigureSomeRoundMeasured():

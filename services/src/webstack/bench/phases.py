@@ -28,6 +28,15 @@ ABORT_SECONDS = {"front1": 5, "front2": 5, "nginx": 5, "stock_proxy": 2}
 The proxies the aborts go through, and how long the aborted request would
 have taken (the stock proxy renders every one to the end: 2 s is enough).
 """
+MULTI_PROCESS = ("front2",)
+"""
+Columns whose proxy spreads the requests over several processes: each
+round reports the busiest one's share of their CPU.  The kernel hands a new
+connection to whichever worker accepts first; on two cores busy with wrk
+and the backend, one worker often takes all 64 of wrk's connections (a
+share near 1), and the column then measures one worker with the workers'
+own costs.
+"""
 LATENESS_COLUMNS = ("direct", "front1", "front2", "nginx", "stock_proxy")
 STOCK_LATENESS_MAX = 2000
 """
@@ -73,6 +82,8 @@ def _throughputRound(wrk, servers, backendPid, seconds, progress, notes, number)
         figure["cpu_seconds"] = used
         figure["proxy_cpu_us_per_request"] = perRequestMicros(used.get("proxy"), figure["requests"])
         figure["server_cpu_us_per_request"] = perRequestMicros(used["server"], figure["requests"])
+        if key in MULTI_PROCESS:
+            figure["busiest_share"] = meter.busiestShare("proxy")
         figures[key] = figure
         if figure["non_2xx"] or figure["socket_errors"] != "none":
             notes.append(
@@ -85,6 +96,8 @@ def _throughputRound(wrk, servers, backendPid, seconds, progress, notes, number)
             f"{key}: {figure['requests_per_second']:,.0f} req/s"
             + (f", proxy {proxyCPU:.0f} µs/request" if proxyCPU is not None else "")
             + f", server {figure['server_cpu_us_per_request'] or 0:.0f} µs/request"
+            + (f", its busiest process {figure['busiest_share']:.0%} of its CPU"
+               if figure.get("busiest_share") is not None else "")
             + (f" ({figure['error']})" if "error" in figure else "")
         )
         time.sleep(0.5)
@@ -99,6 +112,7 @@ ROUND_FIGURES = (
     "ratio_to_direct",
     "proxy_cpu_us_per_request",
     "server_cpu_us_per_request",
+    "busiest_share",
 )
 """
 The figures of a throughput round that are reported as their median over

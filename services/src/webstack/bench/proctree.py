@@ -138,22 +138,48 @@ def rssKiB(root: int) -> int:
 
 class CPUMeter:
     """
-    CPU seconds of several process trees between C{start} and C{stop}.
+    CPU seconds of several process trees between C{start} and C{stop}, and
+    of each process in them.
     """
 
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots = roots
-        self._before: dict[str, float] = {}
+        self._before: dict[str, dict[tuple[int, int], int]] = {}
         self.used: dict[str, float] = {}
+        self.byProcess: dict[str, list[float]] = {}
+
+    @staticmethod
+    def _ticks(root: int) -> dict[tuple[int, int], int]:
+        # By pid and start time: a pid reused within the run is another
+        # process.
+        return {(s.pid, s.started): s.ticks for s in treeStats(root)}
 
     def start(self) -> None:
-        self._before = {name: cpuSeconds(pid) for name, pid in self.roots.items()}
+        self._before = {name: self._ticks(pid) for name, pid in self.roots.items()}
 
     def stop(self) -> dict[str, float]:
-        self.used = {
-            name: cpuSeconds(pid) - self._before[name] for name, pid in self.roots.items()
-        }
+        """
+        The CPU seconds each tree used (a process that ended since and was
+        reaped counts in its parent's).
+        """
+        for name, pid in self.roots.items():
+            before, after = self._before[name], self._ticks(pid)
+            self.used[name] = (sum(after.values()) - sum(before.values())) / CLOCK_TICKS
+            self.byProcess[name] = sorted(
+                ((ticks - before.get(key, 0)) / CLOCK_TICKS for key, ticks in after.items()),
+                reverse=True,
+            )
         return self.used
+
+    def busiestShare(self, name: str) -> float | None:
+        """
+        The share of tree C{name}'s CPU that its busiest process used:
+        about 1/N when N workers split the work, 1 when one did it all
+        (C{None} for a tree that used none).
+        """
+        used = self.byProcess.get(name) or []
+        total = sum(used)
+        return used[0] / total if total > 0 else None
 
 
 def stopTree(root: int, grace: float = 15.0, sig: int = signal.SIGTERM) -> None:

@@ -87,6 +87,7 @@ def tableRows(results: dict) -> list[tuple[str, list[str]]]:
         row("proxy CPU µs/request", lambda k: t(k, "proxy_cpu_us_per_request")),
         row("server CPU µs/request", lambda k: t(k, "server_cpu_us_per_request")),
         row("processes measured", lambda k: t(k, "processes", "d")),
+        row("busiest process's CPU share, per round", lambda k: _shares(throughput.get(k))),
     ]
 
     def abortCell(key, text):
@@ -121,6 +122,18 @@ def _spread(figure: dict | None) -> str:
     if len(rounds) < 2:
         return "-"
     return f"{min(rounds):.2f}-{max(rounds):.2f}"
+
+
+def _shares(figure: dict | None) -> str:
+    """
+    Each round's share of the proxy's CPU used by its busiest process
+    (C{"-"} for a column of one process): whether its workers split the
+    work.
+    """
+    shares = [r.get("busiest_share") for r in (figure or {}).get("rounds", [])]
+    if not any(share is not None for share in shares):
+        return "-"
+    return "/".join(fmt(share, ".2f") for share in shares)
 
 
 def formatTable(results: dict) -> str:
