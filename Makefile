@@ -197,7 +197,7 @@ bench: venv venv-load $(ROUTE_KEY) ## Front (1, 2 workers) beside direct, nginx,
 	  --rounds $(BENCH_ROUNDS) --aborts $(BENCH_ABORTS) --lateness "$(BENCH_LATENESS)"
 	$(LOADVENV)/bin/python -m webstack.bench.chart $(BENCH_OUT)/latest.json $(BENCH_OUT)/latest.png
 
-bench-instructions: venv ## Instructions per proxied request (callgrind): for A/B work on the front's cost (repeatable within about 1%)
+bench-instructions: venv ## Instructions per proxied request (callgrind), one front and one of two workers: for A/B work on the front's cost (repeatable within about 1%)
 	$(PY) -m webstack.bench.instructions --out $(BENCH_OUT) --requests $(BENCH_INSTRUCTIONS)
 
 clean: ## Remove the virtual environments, wheels and results

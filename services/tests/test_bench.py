@@ -219,22 +219,25 @@ def test_totalInstructionsReadsTheDumpsTotals():
 @pytest.mark.integration
 def test_instructionsPerProxiedRequest(tmp_path, capsys):
     """
-    C{make bench-instructions}, small: the front (one worker) and the async
-    service, each under callgrind, count instructions for an exact number of
-    requests, every one answered 200, and the figures are written.
+    C{make bench-instructions}, small: the front (one worker), one worker of
+    a two-worker front and the async service, each under callgrind, count
+    instructions for an exact number of requests, every one answered 200,
+    and the figures are written.
     """
     requiredTool("valgrind", "valgrind")
     assert instructionsMain(["--out", str(tmp_path), "--requests", "200", "--warmup", "50",
                              "--connections", "4"]) == 0
     [written] = tmp_path.glob("instructions-*.json")
     results = json.loads(written.read_text())
-    for key in ("front", "direct"):
+    for key in ("front", "worker", "direct"):
         assert results[key]["requests"] == 200
         # Python serving a request runs hundreds of thousands of
         # instructions; a count near zero would mean nothing was measured.
         assert 50_000 < results[key]["per_request"] < 20_000_000
     assert results["front_per_direct"] == round(
         results["front"]["per_request"] / results["direct"]["per_request"], 3)
+    assert results["worker_per_front"] == round(
+        results["worker"]["per_request"] / results["front"]["per_request"], 3)
     assert "instructions per request" in capsys.readouterr().out
 
 def test_percentile():

@@ -439,6 +439,24 @@ def test_theWorkersRunOnTheParentsReactor():
     assert args[args.index("--reactor") + 1] == "webstack"
 
 
+def test_aWorkerRunsUnderTheWrapperItIsGiven():
+    """
+    C{WEBSTACK_WORKER_WRAPPER}: the worker's command line after the
+    wrapper's own arguments (callgrind, for C{make bench-instructions}).
+    """
+    make = WorkerCommand(
+        moduleName="webstack.front.app",
+        tapname="webstack-front",
+        configFile="/etc/stack.toml",
+        logger=None,
+        environ={},
+        wrapper=("/usr/bin/valgrind", "--tool=callgrind"),
+    )
+    executable, args, _ = make(1, socket.AF_INET, "/tmp/m")
+    assert executable == "/usr/bin/valgrind"
+    assert args[:4] == ["/usr/bin/valgrind", "--tool=callgrind", sys.executable, "-m"]
+
+
 # What a worker adds to its responses and log lines.
 
 

@@ -16,8 +16,11 @@ callgrind in front of it.  A client sends C{--warmup} requests (imports,
 caches, pools), callgrind's counters are zeroed, the client sends exactly
 C{--requests} over C{--connections} keep-alive connections, and the
 counters are dumped: every instruction the front's process ran for those
-requests, its loop and its timers included.  Then the async service itself
-is measured the same way.  Writes C{OUT/instructions-STAMP.json}.
+requests, its loop and its timers included.  Then one worker of a
+two-worker front is measured the same way (its costs of its own: the
+metrics file the workers share, C{X-Worker}, the C{worker} field of each
+log line), and the async service itself.  Writes
+C{OUT/instructions-STAMP.json}.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +41,9 @@ from webstack.localstack import LocalStack, ServiceProcess, waitReady
 
 from .load import keepAliveRequests
 from .phases import TINY
-from .proctree import stopTree
+from webstack.runtime.workers import WRAPPER_ENV
+
+from .proctree import processTree, stopTree
 from .servers import WORKERS_ENV, stackEnv
 from .tools import ensureTool
 
@@ -53,13 +59,13 @@ def totalInstructions(dump: str) -> int:
     raise ValueError("no totals: line in the callgrind dump")
 
 
-def measure(service: ServiceProcess, port: int, requests: int, connections: int,
+def measure(pid: int, port: int, requests: int, connections: int,
             warmup: int, dumps: str) -> dict:
     """
-    Instructions per request of C{service} (running under callgrind, its
-    dumps named C{dumps}.PID.N) for C{requests} GETs of L{TINY} on C{port}.
+    Instructions per request of process C{pid} (running under callgrind,
+    its dumps named C{dumps}.PID.N) for C{requests} GETs of L{TINY} on
+    C{port}.
     """
-    pid = service.process.pid
     keepAliveRequests(port, TINY, warmup, connections)
     _callgrindControl("--zero", pid)
     answered = keepAliveRequests(port, TINY, requests, connections)
@@ -102,6 +108,42 @@ def underCallgrind(stack: LocalStack, name: str, overrides: dict[str, str], dump
     return service, port
 
 
+def workerUnderCallgrind(stack: LocalStack, backendPort: int, dumps: str,
+                         valgrind: str) -> tuple[ServiceProcess, int, int, int]:
+    """
+    A two-worker front on a free port, each worker under callgrind
+    (L{WRAPPER_ENV}); once it answers, the second worker is stopped
+    (SIGSTOP) and the front is waited for again, so that the first accepts
+    every connection: one worker's cost per request, without the smaller
+    turns of two splitting the work (which depend on how they split it).
+
+    @return: the front, its port, the measured worker's pid, the stopped
+        one's (to be continued before the front is stopped).
+    """
+    env = stack._env({
+        WORKERS_ENV: "2",
+        WRAPPER_ENV: f"{valgrind} --tool=callgrind --callgrind-out-file={dumps}.%p",
+        "WEBSTACK_FRONT_LISTEN": "tcp:0:interface=127.0.0.1",
+        "WEBSTACK_FRONT_ROUTES_ASYNC_UPSTREAM": f"127.0.0.1:{backendPort}",
+        "PYTHONHASHSEED": "0",
+    })
+    front = ServiceProcess("front", env, echo=False, label="front-workers-callgrind")
+    try:
+        port = front.waitListening(60)
+        ready = f"http://127.0.0.1:{port}/-/readyz"
+        waitReady(ready, 300)
+        workers = sorted(p for p in processTree(front.process.pid) if p != front.process.pid)
+        if len(workers) != 2:
+            raise RuntimeError(f"a two-worker front runs {len(workers)} workers")
+        measured, stopped = workers
+        os.kill(stopped, signal.SIGSTOP)
+        waitReady(ready, 300)
+    except BaseException:
+        stopTree(front.process.pid, grace=60)
+        raise
+    return front, port, measured, stopped
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="webstack.bench.instructions",
                                      description=__doc__.split("\n\n")[0])
@@ -127,22 +169,39 @@ def main(argv=None) -> int:
         for key, name, overrides in (
             ("front", "front", {WORKERS_ENV: "1",
                                 "WEBSTACK_FRONT_ROUTES_ASYNC_UPSTREAM": f"127.0.0.1:{backend.port}"}),
+            ("worker", None, {}),
             ("direct", "async", {}),
         ):
-            print(f"{key}: starting webstack-{name} under callgrind (slow: about 20 s)...", flush=True)
-            service, port = underCallgrind(stack, name, overrides, os.path.join(scratch, key), valgrind)
+            dumps = os.path.join(scratch, key)
+            stopped = None
+            if name is None:
+                print(f"{key}: starting a two-worker front, its workers under callgrind"
+                      " (slow: about 30 s)...", flush=True)
+                service, port, pid, stopped = workerUnderCallgrind(
+                    stack, backend.port, dumps, valgrind)
+            else:
+                print(f"{key}: starting webstack-{name} under callgrind (slow: about 20 s)...",
+                      flush=True)
+                service, port = underCallgrind(stack, name, overrides, dumps, valgrind)
+                pid = service.process.pid
             try:
-                results[key] = measure(service, port, args.requests, args.connections,
-                                       args.warmup, os.path.join(scratch, key))
+                results[key] = measure(pid, port, args.requests, args.connections,
+                                       args.warmup, dumps)
             finally:
+                if stopped is not None:
+                    os.kill(stopped, signal.SIGCONT)
                 stopTree(service.process.pid, grace=60)
                 service.wait(10)
             print(f"{key}: {results[key]['per_request']:,} instructions per request"
                   f" ({args.requests:,} requests)", flush=True)
     results["front_per_direct"] = round(
         results["front"]["per_request"] / results["direct"]["per_request"], 3)
+    results["worker_per_front"] = round(
+        results["worker"]["per_request"] / results["front"]["per_request"], 3)
     print(f"the front's instructions per proxied request: {results['front']['per_request']:,},"
-          f" {results['front_per_direct']:.2f}x the async service's own per request")
+          f" {results['front_per_direct']:.2f}x the async service's own per request;"
+          f" one of two workers: {results['worker']['per_request']:,},"
+          f" {results['worker_per_front']:.2f}x the one-worker front's")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -27,6 +27,7 @@ service is made, so C{twistd --help} stays fast.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,13 @@ from .ops import mountOps, opsResources
 from .service import WebService, listeningEndpoint
 from .settings import RuntimeSettings, fieldNames, ownSettings, runtimeSettings
 from .site import RouteLabeler, WebSite
-from .workers import WorkerCommand, WorkerParent, workerCount, workerRequestFactory
+from .workers import (
+    WRAPPER_ENV,
+    WorkerCommand,
+    WorkerParent,
+    workerCount,
+    workerRequestFactory,
+)
 
 
 @dataclass
@@ -317,6 +324,7 @@ class WebServiceMaker:
                     logger=_loggerName(parent),
                     environ=dict(os.environ),
                     reactor=parent.get("reactor") if parent is not None else None,
+                    wrapper=tuple(shlex.split(os.environ.get(WRAPPER_ENV, ""))),
                 ),
                 drainTimeout=options.runtime.drain_timeout,
                 handleSigterm=True,

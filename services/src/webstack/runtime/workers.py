@@ -63,6 +63,12 @@ from .service import handleSigterm, stopReactor
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_MODULE = "webstack.runtime.workers"
 WORKER_HEADER = b"x-worker"
+WRAPPER_ENV = "WEBSTACK_WORKER_WRAPPER"
+"""
+The environment variable that names a command to run each worker under
+(split as a shell splits words; C{make bench-instructions} sets it to
+callgrind).  Unset, a worker is started as the parent's Python.
+"""
 LISTEN_FD = 3
 """
 The descriptor a worker finds the listening socket on.
@@ -211,6 +217,12 @@ class WorkerCommand:
     The short name of the parent's reactor (twistd's C{--reactor}), for
     the workers to run on the same one.
     """
+    wrapper: tuple[str, ...] = ()
+    """
+    A command each worker runs under, its own arguments first (from
+    L{WRAPPER_ENV}): a profiler such as callgrind, which cannot follow a
+    worker started by a parent it runs.
+    """
 
     def __call__(
         self, index: int, family: int, metricsDir: str
@@ -245,6 +257,9 @@ class WorkerCommand:
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if here not in paths:
             env["PYTHONPATH"] = os.pathsep.join([here, *paths])
+        if self.wrapper:
+            args = [*self.wrapper, *args]
+            return self.wrapper[0], args, env
         return self.executable, args, env
 
 
