@@ -89,6 +89,40 @@ def test_anEncodedEventIsWrittenAsItsFieldsWouldBe():
     assert json.loads(out.getvalue())["worker"] == 2
 
 
+def test_aFieldAddedToAnEncodedEventIsInItsLine():
+    """
+    L{addField} (a worker's number on each of its lines) puts the field in
+    the ready-made line once; the line is the one the event's fields make,
+    whether the field is added first, after another observer's, or to an
+    event without a ready-made line.
+    """
+    from webstack.runtime.logs import ENCODED, addField
+
+    def written(event):
+        out = io.StringIO()
+        JSONLineObserver(out)(event)
+        return out.getvalue()
+
+    def generic(event):
+        plain = {k: v for k, v in event.items() if k != ENCODED}
+        return json.dumps(eventAsRecord(plain), ensure_ascii=False) + "\n"
+
+    first = encodedEvent()
+    addField(first, "worker", 2)
+    assert '"worker": 2}' in first[ENCODED][1]
+    assert written(first) == generic(first)
+
+    afterAnother = encodedEvent(note='a "b"')
+    addField(afterAnother, "worker", 3)
+    addField(afterAnother, "shard", "é")
+    assert written(afterAnother) == generic(afterAnother)
+    assert json.loads(written(afterAnother))["worker"] == 3
+
+    plain = {"log_level": LogLevel.info, "log_namespace": "x", "log_format": "hi", "log_time": 1.0}
+    addField(plain, "worker", 1)
+    assert json.loads(written(plain))["worker"] == 1
+
+
 def test_anEncodedEventThatLostAFieldIsWrittenFromItsFields():
     out = io.StringIO()
     event = encodedEvent()

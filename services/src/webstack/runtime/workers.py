@@ -58,6 +58,7 @@ from twisted.internet.protocol import ProcessProtocol, ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .logs import addField
 from .service import handleSigterm, stopReactor
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -571,7 +572,7 @@ class WorkerLogObserver:
         self._index = index
 
     def __call__(self, event: dict) -> None:
-        event["worker"] = self._index
+        addField(event, "worker", self._index)
         self._observer(event)
 
 
