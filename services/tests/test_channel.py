@@ -76,6 +76,34 @@ def test_aCompleteRequestIsServed():
     assert not transport.disconnecting
 
 
+def test_theSiteSaysWhereEachRequestsBodyIsKept():
+    """
+    Twisted asks the site for a request's content file
+    (C{getContentFile}) before its own default: a small body declared by
+    its length is kept in memory, one of unknown or large length in a
+    temporary file, and the resource reads it from there either way.
+    """
+    import io
+
+    site, channel, transport, clock, registry = serve(maxBodyBytes=300_000)
+    assert type(site.getContentFile(0)) is io.BytesIO
+    assert type(site.getContentFile(99_999)) is io.BytesIO
+    for length in (None, 100_000):
+        kept = site.getContentFile(length)
+        try:
+            assert not isinstance(kept, io.BytesIO) and kept.fileno() >= 0
+        finally:
+            kept.close()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    channel.dataReceived(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 2
+    assert transport.value().endswith(b"3 bytes")
+    assert b"5 bytes" in transport.value()
+
+
 def test_aSlowHeadGets408AtTheDeadlineEvenIfBytesKeepComing():
     """
     Slowloris: a byte now and then resets the idle timeout, but the head
