@@ -457,6 +457,18 @@ def test_aWorkerRunsUnderTheWrapperItIsGiven():
     assert args[:4] == ["/usr/bin/valgrind", "--tool=callgrind", sys.executable, "-m"]
 
 
+def test_theWorkersWrapperIsReadFromTheEnvironment(capsys):
+    from webstack.runtime.workers import WRAPPER_ENV, workerWrapper
+
+    assert workerWrapper({}) == ()
+    assert workerWrapper({WRAPPER_ENV: "valgrind --tool=callgrind '--log-file=a b'"}) == (
+        "valgrind", "--tool=callgrind", "--log-file=a b")
+    with pytest.raises(SystemExit) as exited:
+        workerWrapper({WRAPPER_ENV: "valgrind '--tool"})
+    assert exited.value.code == 2
+    assert f"{WRAPPER_ENV} = " in capsys.readouterr().err
+
+
 # What a worker adds to its responses and log lines.
 
 

@@ -38,11 +38,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from webstack.localstack import LocalStack, ServiceProcess, waitReady
+from webstack.runtime.workers import WRAPPER_ENV
 
 from .load import keepAliveRequests
 from .phases import TINY
-from webstack.runtime.workers import WRAPPER_ENV
-
 from .proctree import processTree, stopTree
 from .servers import WORKERS_ENV, stackEnv
 from .tools import ensureTool

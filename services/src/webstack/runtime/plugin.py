@@ -27,7 +27,6 @@ service is made, so C{twistd --help} stays fast.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +50,11 @@ from .service import WebService, listeningEndpoint
 from .settings import RuntimeSettings, fieldNames, ownSettings, runtimeSettings
 from .site import RouteLabeler, WebSite
 from .workers import (
-    WRAPPER_ENV,
     WorkerCommand,
     WorkerParent,
     workerCount,
     workerRequestFactory,
+    workerWrapper,
 )
 
 
@@ -324,7 +323,7 @@ class WebServiceMaker:
                     logger=_loggerName(parent),
                     environ=dict(os.environ),
                     reactor=parent.get("reactor") if parent is not None else None,
-                    wrapper=tuple(shlex.split(os.environ.get(WRAPPER_ENV, ""))),
+                    wrapper=workerWrapper(os.environ),
                 ),
                 drainTimeout=options.runtime.drain_timeout,
                 handleSigterm=True,

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -128,6 +129,20 @@ def cpuCount(root: Path = CGROUP_ROOT) -> int:
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return count
+
+
+def workerWrapper(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """
+    The command named by L{WRAPPER_ENV} in C{environ}, split as a shell
+    splits words (none if unset or empty); exits 2 with the reason if it
+    cannot be split, like the other settings.
+    """
+    given = environ.get(WRAPPER_ENV, "")
+    try:
+        return tuple(shlex.split(given))
+    except ValueError as e:
+        sys.stderr.write(f"environment: {WRAPPER_ENV} = {given!r} is invalid: {e}\n")
+        raise SystemExit(2)
 
 
 def workerCount(configured: int) -> int:
@@ -221,8 +236,8 @@ class WorkerCommand:
     wrapper: tuple[str, ...] = ()
     """
     A command each worker runs under, its own arguments first (from
-    L{WRAPPER_ENV}): a profiler such as callgrind, which cannot follow a
-    worker started by a parent it runs.
+    L{WRAPPER_ENV}): a profiler such as callgrind for the workers alone,
+    the parent left to run at full speed.
     """
 
     def __call__(
