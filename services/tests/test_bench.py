@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 
@@ -66,22 +68,42 @@ def readLine(process, timeout=60.0) -> str:
     return process.stdout.readline()
 
 
+@contextmanager
+def burningTree():
+    """
+    The L{PARENT} tree, started; at the end its burner is killed and the
+    parent reaped, whatever the test did.  C{tree.burner} is for the test to
+    set once the burner has said its pid.
+    """
+    tree = SimpleNamespace(
+        parent=subprocess.Popen(
+            [sys.executable, "-c", PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        ),
+        burner=None,
+    )
+    try:
+        yield tree
+    finally:
+        if tree.burner is not None:
+            try:
+                os.kill(tree.burner, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        tree.parent.kill()
+        tree.parent.communicate(timeout=10)
+
+
 def test_treeCPUIncludesDescendantsAliveAndReaped():
     """
     A grandchild's CPU counts in the tree while it runs (as a front worker's
     does), and still counts once its parent has reaped it (cutime).
     """
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    burner = None
-    try:
+    with burningTree() as tree:
+        parent = tree.parent
         words = readLine(parent).split()
         assert words[0] == "burnt"
-        burner = int(words[1])
+        tree.burner = burner = int(words[1])
         assert burner in proctree.processTree(parent.pid)
         own = proctree.readStat(parent.pid).ticks / proctree.CLOCK_TICKS
         alive = proctree.cpuSeconds(parent.pid)
@@ -91,14 +113,6 @@ def test_treeCPUIncludesDescendantsAliveAndReaped():
         assert readLine(parent).strip() == "reaped"
         assert proctree.processTree(parent.pid) == [parent.pid]
         assert proctree.cpuSeconds(parent.pid) >= alive
-    finally:
-        if burner is not None:
-            try:
-                os.kill(burner, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        parent.kill()
-        parent.communicate(timeout=10)
 
 
 def test_theCPUMeterSaysHowTheWorkWasSharedAndCountsAReapedProcessOnce():
@@ -108,14 +122,11 @@ def test_theCPUMeterSaysHowTheWorkWasSharedAndCountsAReapedProcessOnce():
     connection).  Once that process is reaped, its CPU counts in its
     parent's, once.
     """
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    burner = None
-    try:
+    with burningTree() as tree:
+        parent = tree.parent
         meter = proctree.CPUMeter({"tree": parent.pid})
         meter.start()
-        burner = int(readLine(parent).split()[1])
+        tree.burner = burner = int(readLine(parent).split()[1])
         used = meter.stop()["tree"]
         assert used >= BURN * 0.8
         assert len(meter.byProcess["tree"]) == 2
@@ -128,14 +139,6 @@ def test_theCPUMeterSaysHowTheWorkWasSharedAndCountsAReapedProcessOnce():
         assert readLine(parent).strip() == "reaped"
         # What it burnt before start() is not counted again.
         assert meter.stop()["tree"] < BURN * 0.5
-    finally:
-        if burner is not None:
-            try:
-                os.kill(burner, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        parent.kill()
-        parent.communicate(timeout=10)
 
 
 def test_readStatOfAGoneProcess():

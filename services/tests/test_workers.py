@@ -426,16 +426,24 @@ def test_theWorkerCommandRunsThisPythonWithTheMetricsDirectory():
     assert "--reactor" not in args  # the parent named none: the default
 
 
-def test_theWorkersRunOnTheParentsReactor():
-    make = WorkerCommand(
-        moduleName="webstack.front.app",
-        tapname="webstack-front",
-        configFile="/etc/stack.toml",
-        logger=None,
-        environ={},
-        reactor="webstack",
+def frontCommand(**given) -> WorkerCommand:
+    """
+    The front's worker command with nothing else set, but for C{given}.
+    """
+    return WorkerCommand(
+        **{
+            "moduleName": "webstack.front.app",
+            "tapname": "webstack-front",
+            "configFile": "/etc/stack.toml",
+            "logger": None,
+            "environ": {},
+            **given,
+        }
     )
-    _, args, _ = make(1, socket.AF_INET, "/tmp/m")
+
+
+def test_theWorkersRunOnTheParentsReactor():
+    _, args, _ = frontCommand(reactor="webstack")(1, socket.AF_INET, "/tmp/m")
     assert args[args.index("--reactor") + 1] == "webstack"
 
 
@@ -444,14 +452,7 @@ def test_aWorkerRunsUnderTheWrapperItIsGiven():
     C{WEBSTACK_WORKER_WRAPPER}: the worker's command line after the
     wrapper's own arguments (callgrind, for C{make bench-instructions}).
     """
-    make = WorkerCommand(
-        moduleName="webstack.front.app",
-        tapname="webstack-front",
-        configFile="/etc/stack.toml",
-        logger=None,
-        environ={},
-        wrapper=("/usr/bin/valgrind", "--tool=callgrind"),
-    )
+    make = frontCommand(wrapper=("/usr/bin/valgrind", "--tool=callgrind"))
     executable, args, _ = make(1, socket.AF_INET, "/tmp/m")
     assert executable == "/usr/bin/valgrind"
     assert args[:4] == ["/usr/bin/valgrind", "--tool=callgrind", sys.executable, "-m"]
