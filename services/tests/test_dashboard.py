@@ -568,6 +568,28 @@ def waitForTotals(port, expected, timeout=10.0):
         time.sleep(0.25)
 
 
+def waitUntilIdleEverywhere(port, route, workers=2, timeout=10.0):
+    """
+    Poll the data (a new connection each time, so either worker answers)
+    until every one of the front's C{workers} has answered with a last
+    point of C{route}'s requests in flight at 0 (bounded).  Each worker
+    samples on its own second, and the replicas' in-flight gauges it sums
+    are published by each worker once a second: the totals, counted at
+    once, can be complete while a worker's last point still holds requests
+    that have since finished.
+    """
+    idle = set()
+    deadline = time.monotonic() + timeout
+    while len(idle) < workers:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{route}: in flight not 0 in every worker's data: {idle}")
+        status, headers, body = fetch(port, "/-/dashboard/data")
+        assert status == 200
+        if json.loads(body)["series"][route]["in_flight"][-1] == 0:
+            idle.add(headers.get("X-Worker"))
+        time.sleep(0.1)
+
+
 @pytest.mark.integration
 def test_theDataIsTheSumOverEveryWorker():
     with LocalStack(ephemeral=True, backends=("async",), env=TWO_WORKERS) as stack:
@@ -930,6 +952,7 @@ def test_chromiumDrawsTheDashboardUnderLoad(chromium, tmp_path):
             assert load.errors == load.sent["wsgi"] > 0
             _, totals = waitForTotals(port, expected)
             assert totals == expected
+            waitUntilIdleEverywhere(port, "async")
             screenshot = tmp_path / "dashboard.png"
             after = DOM(
                 runChromium(
