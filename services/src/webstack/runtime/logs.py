@@ -129,6 +129,14 @@ def _jsonKey(key: str) -> str:
     return json.dumps(key, ensure_ascii=False)
 
 
+def _jsonValue(value: Any) -> str:
+    """
+    A plain value as JSON: an integer as itself, without the encoder (which
+    C{json.dumps} builds anew on each call given C{ensure_ascii=False}).
+    """
+    return str(value) if type(value) is int else json.dumps(value, ensure_ascii=False)
+
+
 def _laterFields(event: dict[str, Any], count: int) -> str:
     """
     The plain fields added to C{event} after its first C{count} keys, as
@@ -140,8 +148,7 @@ def _laterFields(event: dict[str, Any], count: int) -> str:
     for key, value in islice(event.items(), count, None):
         if key.startswith("log_") or key in _SKIP or not isinstance(value, _PLAIN):
             continue
-        text = str(value) if type(value) is int else json.dumps(value, ensure_ascii=False)
-        later += f", {_jsonKey(key)}: {text}"
+        later += f", {_jsonKey(key)}: {_jsonValue(value)}"
     return later
 
 
@@ -155,8 +162,7 @@ def addField(event: dict[str, Any], key: str, value: int | str) -> None:
     encoded = event.get(ENCODED)
     if encoded is not None and key not in event and len(event) == encoded[0]:
         count, text = encoded
-        field = str(value) if type(value) is int else json.dumps(value, ensure_ascii=False)
-        event[ENCODED] = (count + 1, f"{text[:-1]}, {_jsonKey(key)}: {field}}}")
+        event[ENCODED] = (count + 1, f"{text[:-1]}, {_jsonKey(key)}: {_jsonValue(value)}}}")
     event[key] = value
 
 
