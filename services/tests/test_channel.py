@@ -386,6 +386,37 @@ def test_theQueryParsedWhenAskedForGivesWhatTwistedGives(uri):
     assert seen[0] == seen[1]
 
 
+class Segments(Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render(self, request):
+        self.seen.append(request.prepath + request.postpath)
+        return b"ok"
+
+
+@pytest.mark.parametrize(
+    "uri", [b"/", b"/a", b"/a/b/", b"//a", b"/a/b%2Fc", b"/%41%zz/%", b"/a%20b/c?x=%2F"]
+)
+def test_thePathSegmentsAResourceSeesAreAStockSites(uri):
+    """
+    The runtime unquotes a path's segments only when it has a C{%}; a stock
+    Twisted L{server.Site} unquotes every one.  A resource sees the same.
+    """
+    seen = []
+    stock = Segments()
+    channel = server.Site(stock).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % uri)
+    ours = Segments()
+    serve(ours)[1].dataReceived(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % uri)
+    assert ours.seen == stock.seen
+    assert len(stock.seen) == 1
+
+
 def test_aQueryNoResourceAsksForIsNeverParsed(monkeypatch):
     from webstack.runtime import site as module
 

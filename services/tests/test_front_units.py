@@ -4,6 +4,8 @@ header rules, failure classification and path checks.  The exchange itself is
 tested with real protocol objects in test_front_client.
 """
 
+import math
+
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
@@ -19,7 +21,7 @@ from webstack.front.deadlines import Deadlines
 from webstack.front.failures import classify, connectFailureKind
 from webstack.front.headers import forwardedHeaderLines, upstreamRequestHead
 from webstack.front.affinity import RouteCookie
-from webstack.front.upstreams import ReplicaChooser, ReplicaSet
+from webstack.front.upstreams import LATENCY_DECAY, LATENCY_FLOOR, ReplicaChooser, ReplicaSet
 
 from .support import dummyRequest
 
@@ -80,6 +82,35 @@ def test_pickExcludesReplicasAlreadyTried():
     a, b = replicas.replicas
     assert replicas.pick(exclude=[a]) is b
     assert replicas.pick(exclude=[a, b]) is None
+
+
+def test_aRouteOfOneReplicaPicksItWhileItIsAvailable():
+    replicas, clock = replicaSet(1, eject=5.0)
+    [a] = replicas.replicas
+    assert [replicas.pick() for _ in range(3)] == [a, a, a]
+    assert replicas.pick(exclude=[a]) is None
+    replicas.eject(a, "refused")
+    assert replicas.pick() is None
+    clock.advance(5.0)
+    assert replicas.pick() is a
+    a.probeOK = False
+    assert replicas.pick() is None
+
+
+def test_aLatencyEstimatePeaksAndDecays():
+    replicas, clock = replicaSet(1)
+    [a] = replicas.replicas
+    a.observeLatency(0.5, clock.seconds())
+    assert a.estimate(clock.seconds()) == pytest.approx(0.5 + LATENCY_FLOOR)
+    clock.advance(LATENCY_DECAY)
+    # e^-1 of it is left; a faster answer is averaged in with that weight.
+    decayed = 0.5 * math.exp(-1)
+    assert a.estimate(clock.seconds()) == pytest.approx(decayed + LATENCY_FLOOR)
+    a.observeLatency(0.01, clock.seconds())
+    weight = math.exp(-1)
+    assert a.latency == pytest.approx(decayed * weight + 0.01 * (1 - weight))
+    a.observeLatency(2.0, clock.seconds())
+    assert a.latency == 2.0
 
 
 @implementer(IHostnameResolver)
@@ -148,6 +179,15 @@ def test_aResponseWithNothingToDropIsForwardedAsItCame():
     lines, names = forwardedHeaderLines(upstream)
     assert lines == b"Content-Length: 2\r\nx-a: 1\r\nX-A: 2\r\nDate: d\r\n"
     assert names == {b"content-length", b"x-a", b"date"}
+
+
+def test_namesLoweredByTheCallerGiveTheSameLines():
+    for upstream in (
+        [(b"Content-Length", b"2"), (b"X-A", b"1")],
+        [(b"Connection", b"X-B"), (b"X-B", b"1"), (b"Set-Cookie", b"a")],
+    ):
+        lowered = [name.lower() for name, _ in upstream]
+        assert forwardedHeaderLines(upstream, lowered) == forwardedHeaderLines(upstream)
 
 
 def test_aForwardedValueIsOneLineWhateverAParserLetThrough():

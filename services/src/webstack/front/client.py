@@ -69,10 +69,18 @@ class IExchange(TypingProtocol):
         """
 
     def responseHead(
-        self, code: int, phrase: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        code: int,
+        phrase: bytes,
+        headers: list[tuple[bytes, bytes]],
+        names: list[bytes],
     ) -> None:
         """
         The final response head arrived (1xx heads are not passed on).
+
+        @param headers: its header fields, as the replica sent them.
+        @param names: their names lowercased, in the same order (made once,
+            by the connection, which looks at the framing ones).
         """
 
     def responseBody(self, data: bytes) -> None:
@@ -258,7 +266,8 @@ class UpstreamConnection(Protocol):
             return
         if not parser.should_keep_alive():
             self._closeAfter = True
-        names = {name.lower() for name, _ in self._headers}
+        headers = self._headers
+        names = [name.lower() for name, _ in headers]
         if b"transfer-encoding" in names:
             codings = b",".join(
                 value for name, value in self._headers if name.lower() == b"transfer-encoding"
@@ -269,7 +278,7 @@ class UpstreamConnection(Protocol):
                 raise UpstreamFailure(ERROR, f"unsupported transfer coding {codings!r}")
         self._eofBody = b"content-length" not in names and b"transfer-encoding" not in names
         self._headSeen = True
-        self.exchange.responseHead(code, self._phrase, self._headers)
+        self.exchange.responseHead(code, self._phrase, headers, names)
         if self._headRequest:
             # llhttp does not know the request was HEAD, and would wait for
             # a body of the announced length: the response ends here, and
@@ -480,7 +489,7 @@ class _Fetch:
         if not self.done.called:
             self.done.errback(UpstreamFailure(kind, describeFailure(reason)))
 
-    def responseHead(self, code, phrase, headers) -> None:
+    def responseHead(self, code, phrase, headers, names) -> None:
         self._code = code
 
     def responseBody(self, data: bytes) -> None:

@@ -131,6 +131,7 @@ def upstreamRequestHead(
 
 def forwardedHeaderLines(
     upstream: list[tuple[bytes, bytes]],
+    lowered: list[bytes] | None = None,
 ) -> tuple[bytes, set[bytes]]:
     """
     The header lines of the client's response from the upstream response's
@@ -143,8 +144,13 @@ def forwardedHeaderLines(
     httptools has already refused a name that is not a token and a value
     with CR, LF or NUL in it; a value with CR or LF is still made one line
     here, as L{Headers} would, should a parser ever let one through.
+
+    @param lowered: the names of C{upstream} lowercased, in order, if the
+        caller has them already (the front's client lowercases them to look
+        at the framing headers): made here otherwise.
     """
-    lowered = [name.lower() for name, _ in upstream]
+    if lowered is None:
+        lowered = [name.lower() for name, _ in upstream]
     names = set(lowered)
     if names.isdisjoint(HOP_BY_HOP):
         # Nothing to drop (most responses, a Content-Length and no

@@ -212,7 +212,7 @@ class Exchange:
 
     # The response.
 
-    def responseHead(self, code: int, phrase: bytes, headers) -> None:
+    def responseHead(self, code: int, phrase: bytes, headers, names) -> None:
         self._stopTimer()
         self.headSeen = True
         proxy = self.proxy
@@ -222,7 +222,7 @@ class Exchange:
             self.replica.observeLatency(now - self._sentAt, now)
         request = self.request
         request.setResponseCode(code, phrase or None)
-        lines, names = forwardedHeaderLines(headers)
+        lines, names = forwardedHeaderLines(headers, names)
         # The replica's head is the response's: the front's runtime adds
         # no X-Served-By of its own to it, and its X-Request-Id only if the
         # replica sent none (ObservedRequest.forwardHead).  What the front

@@ -86,11 +86,11 @@ class Replica:
         slower answer than the estimate replaces it (the peak), a faster one
         is averaged in.
         """
-        decayed = self._decayed(now)
+        weight = exp(-max(0.0, now - self._latencyAt) / LATENCY_DECAY)
+        decayed = self.latency * weight  # _decayed(now), the weight made once
         if seconds >= decayed:
             self.latency = seconds
         else:
-            weight = exp(-max(0.0, now - self._latencyAt) / LATENCY_DECAY)
             self.latency = decayed * weight + seconds * (1.0 - weight)
         self._latencyAt = now
 
@@ -239,6 +239,17 @@ class ReplicaSet:
         if not count:
             return None
         now = self._reactor.seconds()
+        if count == 1:
+            # A route of one replica, the commonest: nothing to rotate or
+            # weigh.
+            replica = replicas[0]
+            if (
+                replica.ejectedUntil > now
+                or replica.probeOK is False
+                or (exclude and replica in exclude)
+            ):
+                return None
+            return replica
         self._turn = turn = (self._turn + 1) % count
         available = []
         for i in range(count):

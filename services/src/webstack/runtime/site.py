@@ -255,7 +255,11 @@ class ObservedRequest(server.Request):
         # request (make bench-instructions; docs/benchmarks.md).
         self.site = self.channel.site
         self.prepath = []
-        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        # Each segment unquoted as Twisted does, but only when there is
+        # something to unquote: unquote gives a segment without a "%" back
+        # as it is, and most paths have none.
+        segments = self.path[1:].split(b"/")
+        self.postpath = list(map(unquote, segments)) if self.path.find(b"%") >= 0 else segments
         if self.path == b"*":
             self._handleStar()
             return
