@@ -236,3 +236,65 @@ def _coalesce(mode):
 def test_oneFailingConnectionDoesNotStrandTheOthersInItsTurn():
     assert _coalesce("stock") == "b'hello'"  # Twisted's own transport
     assert _coalesce("coalesce") == "b'hello'"
+
+
+# A CoalescingServer paused for reading reads again when resumed; resuming
+# one that is reading asks nothing of the reactor (Twisted's channel resumes
+# its transport after every request).
+PAUSED = textwrap.dedent(
+    """
+    import socket
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+    from webstack.runtime.writes import coalesceWrites
+
+    added = []
+    addReader = reactor.addReader
+    reactor.addReader = lambda reader: (added.append(reader), addReader(reader))
+    result = {}
+
+    class P(Protocol):
+        def connectionMade(self):
+            self.transport.pauseProducing()
+            reactor.callLater(0.3, self.resume)
+        def resume(self):
+            result["before"] = result.get("data", b"")
+            before = len(added)
+            self.transport.resumeProducing()
+            self.transport.resumeProducing()
+            result["adds"] = len(added) - before
+        def dataReceived(self, data):
+            result["data"] = result.get("data", b"") + data
+            self.transport.resumeProducing()
+            self.transport.write(data)
+
+    port = reactor.listenTCP(0, Factory.forProtocol(P), interface="127.0.0.1")
+    coalesceWrites(port)
+
+    def client():
+        s = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        s.sendall(b"hello")
+        try:
+            result["echo"] = s.recv(100)
+        except OSError as e:
+            result["echo"] = type(e).__name__
+        reactor.callFromThread(reactor.stop)
+
+    reactor.callInThread(client)
+    reactor.callLater(10, reactor.stop)
+    reactor.run()
+    print(sorted(result.items()))
+    """
+)
+
+
+@pytest.mark.integration
+def test_aPausedCoalescingServerReadsOnceResumedAndAResumeWhileReadingCostsNothing():
+    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
+    result = subprocess.run(
+        [sys.executable, "-c", PAUSED], capture_output=True, text=True, timeout=30, env=env
+    )
+    results = dict(eval(result.stdout.strip() or "[]"))
+    assert results.get("before") == b"", result.stderr
+    assert results["adds"] == 1
+    assert results["echo"] == b"hello"

@@ -113,6 +113,21 @@ class CoalescingServer(tcp.Server):
     """
 
     _queuedForTurn = False
+    _reading = False
+
+    def startReading(self) -> None:
+        # Twisted's channel resumes its transport after every request
+        # (HTTPChannel.requestDone), paused or not: through the reactor's
+        # addReader, three calls in Python to find it reading already.
+        # The reactor's own removeReader on a disconnect leaves this True;
+        # nothing reads a disconnected transport again.
+        if not self._reading:
+            self._reading = True
+            self.reactor.addReader(self)
+
+    def stopReading(self) -> None:
+        self._reading = False
+        self.reactor.removeReader(self)
 
     def startWriting(self) -> None:
         if self._queuedForTurn:
