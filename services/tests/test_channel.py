@@ -462,6 +462,30 @@ def test_everyRequestClassIsAFactoryTakingJustTheChannel():
     assert transport.value().startswith(b"HTTP/1.1 200 ")
 
 
+def test_requestsCompareAsTwistedsOwnDo():
+    """
+    A request equals itself only, a proxy of it included, as a stock
+    Twisted request does (the runtime's compares in C).
+    """
+    from twisted.python.components import proxyForInterface
+    from twisted.web.http import Request
+    from twisted.web.iweb import IRequest
+
+    def comparisons(first, second):
+        proxy = proxyForInterface(IRequest)(first)
+        return [first == first, first != first, first == second, first != second,
+                first == proxy, proxy == first, first != proxy, len({first, first, second})]
+
+    kept = Kept(answer=False)
+    site, channel, transport, clock, registry = serve(kept)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    [ours] = kept.requests
+    assert type(ours).__eq__ is not Request.__eq__
+    stock = comparisons(Request(channel), Request(channel))
+    assert comparisons(ours, type(ours)(channel)) == stock
+    assert stock == [True, False, False, True, False, False, True, 2]
+
+
 def test_drainClosesAnIdleConnectionAtOnce():
     site, channel, transport, clock, registry = serve()
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

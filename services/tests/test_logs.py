@@ -159,7 +159,7 @@ def batchedObserver(monkeypatch, running=True, ioThread=True, out=None, **option
 
     reactor = Reactor()
     monkeypatch.setitem(sys.modules, "twisted.internet.reactor", reactor)
-    monkeypatch.setattr(logs, "isInIOThread", lambda: ioThread)
+    monkeypatch.setattr(logs, "_inIOThread", lambda: ioThread)
     monkeypatch.setattr(logs.atexit, "register", lambda f: None)
     out = Writes() if out is None else out
     return JSONLineObserver(out, batched=True, **options), out, reactor
@@ -346,3 +346,22 @@ def test_aBusyProcessWritesEachPipesWorthInOneWrite(monkeypatch, pad):
     # Every write between the first and the last is a pipe's worth, short
     # only by less than the next line.
     assert all(len(piece) > PIPE_BUF - longest for piece in out.writes[1:-1])
+
+
+def test_theIOThreadIsToldApartAsTwistedTellsIt(monkeypatch):
+    import threading
+
+    from twisted.python import threadable
+
+    from webstack.runtime.logs import _inIOThread
+
+    seen = []
+    for registered in (None, threading.get_ident()):
+        monkeypatch.setattr(threadable, "ioThread", registered)
+        seen.append((_inIOThread(), threadable.isInIOThread()))
+        other = threading.Thread(
+            target=lambda: seen.append((_inIOThread(), threadable.isInIOThread()))
+        )
+        other.start()
+        other.join()
+    assert seen == [(False, False), (False, False), (True, True), (False, False)]

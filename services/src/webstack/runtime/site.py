@@ -162,6 +162,14 @@ class ObservedRequest(server.Request):
     _args: dict[bytes, list[bytes]] | None = None
     _query: bytes | None = None
 
+    # Identity, as Twisted's Request.__eq__ and __ne__ compare (a request is
+    # equal only to itself; anything else is asked in turn, a proxy of it
+    # among them), but in C: its channel compares each request as it is
+    # done, and Twisted's are two calls in Python.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
     def __init_subclass__(cls, **kwargs) -> None:
         # Every request class here says what it is, a factory of requests
         # taking just the channel, which Twisted's channel asks of it for

@@ -129,11 +129,18 @@ class CoalescingServer(tcp.Server):
         self._reading = False
         self.reactor.removeReader(self)
 
+    _turn = None
+
     def startWriting(self) -> None:
         if self._queuedForTurn:
             return
         self._queuedForTurn = True
-        _endOfTurn(self.reactor).add(self)
+        turn = self._turn
+        if turn is None:
+            # Found once per connection: the weak dictionary's get is
+            # Python, and this runs for every response.
+            turn = self._turn = _endOfTurn(self.reactor)
+        turn.add(self)
 
     def _sendQueued(self) -> None:
         self._queuedForTurn = False
