@@ -486,6 +486,30 @@ def test_requestsCompareAsTwistedsOwnDo():
     assert stock == [True, False, False, True, False, False, True, 2]
 
 
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+@pytest.mark.parametrize(
+    "extra", [b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n", b"Cookie: a=1; b\r\n"]
+)
+def test_persistenceAndCookiesAreAStockSites(version, extra):
+    """
+    What a request says of keeping its connection and of its cookies, and
+    what the response says back, as on a stock Twisted L{server.Site}.
+    """
+    def answer(channel):
+        channel.dataReceived(b"GET / %s\r\nHost: x\r\n%s\r\n" % (version, extra))
+        [request] = resource.requests
+        return (request.channel.persistent, request.received_cookies,
+                request.responseHeaders.getRawHeaders(b"connection"))
+
+    resource = Kept()
+    stock = server.Site(resource).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    stock.makeConnection(StringTransport())
+    expected = answer(stock)
+    resource = Kept()
+    site, channel, transport, clock, registry = serve(resource)
+    assert answer(channel) == expected
+
+
 def test_drainClosesAnIdleConnectionAtOnce():
     site, channel, transport, clock, registry = serve()
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -38,6 +38,8 @@ from twisted.protocols.basic import LineReceiver
 from twisted.web import http
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 
+_CONNECTION_NAME = _nameEncoder.encode(b"connection")
+
 _REASON_PHRASES = {
     408: b"Request Timeout",
     413: b"Content Too Large",
@@ -378,6 +380,10 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if self.closeAfterResponse:
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
+        if version == b"HTTP/1.1" and _CONNECTION_NAME not in request.requestHeaders._rawHeaders:
+            # What Twisted's says of most requests, without its lookup (a
+            # call in Python canonicalizing the name): kept alive.
+            return True
         return _HTTPChannel.checkPersistence(self, request, version)
 
     def closeWhenIdle(self) -> None:

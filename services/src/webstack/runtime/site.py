@@ -44,9 +44,11 @@ SERVED_BY = socket.gethostname().encode("ascii", "replace")
 Which process answered (in a container, its id): shows the balancing.
 """
 # The names as Headers keys them (canonical case), for its own table.
-_SERVER_NAME, _DATE_NAME, _REQUEST_ID_NAME, _SERVED_BY_NAME, _FORWARDED_FOR_NAME = (
+_SERVER_NAME, _DATE_NAME, _REQUEST_ID_NAME, _SERVED_BY_NAME, _FORWARDED_FOR_NAME, _COOKIE_NAME = (
     _nameEncoder.encode(name)
-    for name in (b"server", b"date", REQUEST_ID_HEADER, SERVED_BY_HEADER, b"x-forwarded-for")
+    for name in (
+        b"server", b"date", REQUEST_ID_HEADER, SERVED_BY_HEADER, b"x-forwarded-for", b"cookie"
+    )
 )
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:-]{1,64}\Z")
 _MAX_LOGGED_PATH = 512
@@ -232,6 +234,13 @@ class ObservedRequest(server.Request):
     @args.setter
     def args(self, value: dict[bytes, list[bytes]] | None) -> None:
         self._args = value
+
+    def parseCookies(self) -> None:
+        # Twisted's, when there is a Cookie header to parse: it looks for
+        # one with getRawHeaders (a call in Python canonicalizing the name)
+        # on every request, and most have none.
+        if _COOKIE_NAME in self.requestHeaders._rawHeaders:
+            super().parseCookies()
 
     def whenLost(self, listener: Callable[[Failure], object]) -> None:
         """
