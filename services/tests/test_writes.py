@@ -298,3 +298,58 @@ def test_aPausedCoalescingServerReadsOnceResumedAndAResumeWhileReadingCostsNothi
     assert results.get("before") == b"", result.stderr
     assert results["adds"] == 1
     assert results["echo"] == b"hello"
+
+
+# A CoalescingServer that waited for its socket to take a large write is
+# registered for writing until all of it is sent, and no longer after.
+WRITABLE = textwrap.dedent(
+    """
+    import socket, time
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+    from webstack.runtime.writes import coalesceWrites
+
+    size = 8 * 1024 * 1024
+    result = {}
+
+    protocols = []
+
+    class P(Protocol):
+        def connectionMade(self):
+            protocols.append(self)
+            self.transport.write(b"x" * size)
+            reactor.callLater(0.2, self.look, "waiting")
+        def look(self, when):
+            result[when] = self.transport in reactor.getWriters()
+
+    port = reactor.listenTCP(0, Factory.forProtocol(P), interface="127.0.0.1")
+    coalesceWrites(port)
+
+    def client():
+        s = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        time.sleep(0.5)
+        got = 0
+        while got < size:
+            got += len(s.recv(1 << 20))
+        result["received"] = got
+        time.sleep(0.2)
+        reactor.callFromThread(lambda: (protocols[0].look("sent"), reactor.stop()))
+
+    reactor.callInThread(client)
+    reactor.callLater(20, reactor.stop)
+    reactor.run()
+    print(sorted(result.items()))
+    """
+)
+
+
+@pytest.mark.integration
+def test_aCoalescingServerWaitsForItsSocketOnlyWhileItHasSomethingToSend():
+    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
+    result = subprocess.run(
+        [sys.executable, "-c", WRITABLE], capture_output=True, text=True, timeout=60, env=env
+    )
+    results = dict(eval(result.stdout.strip() or "[]"))
+    assert results.get("received") == 8 * 1024 * 1024, result.stderr
+    assert results["waiting"] is True
+    assert results["sent"] is False

@@ -621,6 +621,13 @@ class WebSite(server.Site):
     def stopFactory(self) -> None:
         pass
 
+    def getResourceFor(self, request):
+        # Twisted's, but for copying the path walked so far with the list's
+        # own copy rather than copy.copy (a call in Python finding it).
+        request.site = self
+        request.sitepath = request.prepath[:]
+        return resource.getChildForRequest(self.resource, request)
+
     def getContentFile(self, length: int | None):
         """
         Where a request's body is kept as it arrives: in memory under

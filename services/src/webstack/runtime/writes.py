@@ -130,6 +130,15 @@ class CoalescingServer(tcp.Server):
         self.reactor.removeReader(self)
 
     _turn = None
+    _waitingForWritable = False
+
+    def stopWriting(self) -> None:
+        # Only a transport that waits for its socket (below) is registered
+        # with the reactor for writing; Twisted's doWrite stops writing
+        # after every send, three calls in Python to find it is not.
+        if self._waitingForWritable:
+            self._waitingForWritable = False
+            self.reactor.removeWriter(self)
 
     def startWriting(self) -> None:
         if self._queuedForTurn:
@@ -157,6 +166,7 @@ class CoalescingServer(tcp.Server):
             self.reactor._disconnectSelectable(self, why, False)
         elif self._tempDataLen or len(self.dataBuffer) > self.offset:
             # The kernel took only part: wait for the socket, as Twisted does.
+            self._waitingForWritable = True
             tcp.Server.startWriting(self)
 
 
