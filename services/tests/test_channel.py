@@ -386,13 +386,7 @@ def test_theQueryParsedWhenAskedForGivesWhatTwistedGives(uri):
     assert seen[0] == seen[1]
 
 
-class Segments(Resource):
-    isLeaf = True
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
+class Segments(Arguments):
     def render(self, request):
         self.seen.append(request.prepath + request.postpath)
         return b"ok"

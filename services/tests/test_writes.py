@@ -20,6 +20,27 @@ from twisted.internet.testing import StringTransport
 import webstack
 from webstack.runtime.writes import writeNow
 
+def _run(program: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """
+    Run C{program} in a Python of its own (the reactor runs once per
+    process), with webstack importable.
+    """
+    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
+    return subprocess.run(
+        [sys.executable, "-c", program, *args], capture_output=True, text=True,
+        timeout=timeout, env=env,
+    )
+
+
+def _results(program: str) -> tuple[dict, str]:
+    """
+    What C{program} printed as its last line, C{sorted(results.items())},
+    as a dict, and its stderr.
+    """
+    result = _run(program)
+    return dict(eval(result.stdout.strip() or "[]")), result.stderr
+
+
 PROGRAM = textwrap.dedent(
     """
     import hashlib, sys
@@ -57,10 +78,7 @@ PROGRAM = textwrap.dedent(
 
 @pytest.mark.integration
 def test_bytesArriveWholeAndInOrder():
-    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
-    result = subprocess.run(
-        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60, env=env
-    )
+    result = _run(PROGRAM)
     assert result.stdout.strip() == "True", result.stderr
 
 
@@ -162,12 +180,8 @@ SERVER = textwrap.dedent(
 
 @pytest.mark.integration
 def test_aCoalescingServerSendsLikeTwistedDoes():
-    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
-    result = subprocess.run(
-        [sys.executable, "-c", SERVER], capture_output=True, text=True, timeout=60, env=env
-    )
-    results = dict(eval(result.stdout.strip() or "[]"))
-    assert results.get("transport") == "CoalescingServer", result.stderr
+    results, stderr = _results(SERVER)
+    assert results.get("transport") == "CoalescingServer", stderr
     assert results["close"] is True
     assert results["abort"] is True
     assert results["produce"] is True
@@ -225,11 +239,7 @@ COALESCE = textwrap.dedent(
 
 
 def _coalesce(mode):
-    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
-    result = subprocess.run(
-        [sys.executable, "-c", COALESCE, mode], capture_output=True, text=True, timeout=30, env=env
-    )
-    return result.stdout.strip()
+    return _run(COALESCE, mode, timeout=30).stdout.strip()
 
 
 @pytest.mark.integration
@@ -290,12 +300,8 @@ PAUSED = textwrap.dedent(
 
 @pytest.mark.integration
 def test_aPausedCoalescingServerReadsOnceResumedAndAResumeWhileReadingCostsNothing():
-    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
-    result = subprocess.run(
-        [sys.executable, "-c", PAUSED], capture_output=True, text=True, timeout=30, env=env
-    )
-    results = dict(eval(result.stdout.strip() or "[]"))
-    assert results.get("before") == b"", result.stderr
+    results, stderr = _results(PAUSED)
+    assert results.get("before") == b"", stderr
     assert results["adds"] == 1
     assert results["echo"] == b"hello"
 
@@ -345,11 +351,7 @@ WRITABLE = textwrap.dedent(
 
 @pytest.mark.integration
 def test_aCoalescingServerWaitsForItsSocketOnlyWhileItHasSomethingToSend():
-    env = dict(os.environ, PYTHONPATH=str(Path(webstack.__file__).parents[1]))
-    result = subprocess.run(
-        [sys.executable, "-c", WRITABLE], capture_output=True, text=True, timeout=60, env=env
-    )
-    results = dict(eval(result.stdout.strip() or "[]"))
-    assert results.get("received") == 8 * 1024 * 1024, result.stderr
+    results, stderr = _results(WRITABLE)
+    assert results.get("received") == 8 * 1024 * 1024, stderr
     assert results["waiting"] is True
     assert results["sent"] is False

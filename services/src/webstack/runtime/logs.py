@@ -24,13 +24,12 @@ import os
 import select
 import sys
 import time
+from _thread import get_ident
 from functools import lru_cache
 from itertools import islice
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogLevel, formatEvent
-from _thread import get_ident
-
 from twisted.python import threadable
 from zope.interface import implementer
 

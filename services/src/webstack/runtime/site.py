@@ -165,9 +165,9 @@ class ObservedRequest(server.Request):
     _query: bytes | None = None
 
     # Identity, as Twisted's Request.__eq__ and __ne__ compare (a request is
-    # equal only to itself; anything else is asked in turn, a proxy of it
-    # among them), but in C: its channel compares each request as it is
-    # done, and Twisted's are two calls in Python.
+    # equal only to itself; for anything else, the other side is asked),
+    # but in C: its channel compares each request as it is done, and
+    # Twisted's are two calls in Python (test_channel compares the two).
     __eq__ = object.__eq__
     __ne__ = object.__ne__
     __hash__ = object.__hash__
