@@ -100,3 +100,120 @@ def test_anErrorOutsideTheReadsGuardIsLoggedAndTheLoopGoesOn():
     assert [e["log_namespace"] for e in failures if e["log_failure"].check(RuntimeError)] == [
         "webstack.runtime.reactor"
     ] * 2, failures  # one per connection closed
+
+
+class Reader:
+    """
+    The reading end of a socket pair, registered with a reactor: each
+    read is noted in C{log}, then C{then(data)} runs.
+    """
+
+    def __init__(self, reactor, log, name, then=lambda data: None):
+        self.here, self.there = socket.socketpair()
+        self.here.setblocking(False)
+        self.reactor, self.log, self.name, self.then = reactor, log, name, then
+        reactor.addReader(self)
+
+    def fileno(self):
+        return self.here.fileno()
+
+    def logPrefix(self):
+        return self.name
+
+    def doRead(self):
+        data = self.here.recv(100)
+        self.log.append(("read", self.name))
+        self.then(data)
+
+    def connectionLost(self, reason):
+        pass
+
+    def close(self):
+        self.reactor.removeReader(self)
+        self.here.close()
+        self.there.close()
+
+
+def test_endOfTurnCallsRunOnceTheTurnsReadyDescriptorsAreHandled():
+    reactor = LeanEPollReactor()
+    log = []
+    readers = [
+        Reader(reactor, log, name, lambda data, name=name: reactor.callAtEndOfTurn(
+            lambda: log.append(("end", name))))
+        for name in "abc"
+    ]
+    try:
+        for reader in readers:
+            reader.there.send(b"x")  # all three ready before the poll
+        reactor.doIteration(0)
+        assert sorted(log[:3]) == [("read", "a"), ("read", "b"), ("read", "c")]
+        assert sorted(log[3:]) == [("end", "a"), ("end", "b"), ("end", "c")]
+        assert len(log) == 6
+        reactor.doIteration(0)
+        assert len(log) == 6  # each once
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def runUntilRead(reactor, reader, guard=5.0):
+    """
+    Run C{reactor} until C{reader} reads (or C{guard} seconds pass); return
+    the seconds it ran and whether the guard stopped it.
+    """
+    guarded = []
+    reader.then = lambda data: reactor.stop()
+    reactor.callLater(guard, lambda: (guarded.append(True), reactor.stop()))
+    started = time.monotonic()
+    reactor.run(installSignalHandlers=False)
+    return time.monotonic() - started, bool(guarded)
+
+
+def test_aCallAskedForByATimerRunsBeforeTheReactorWaits():
+    # The timer's call sends the byte the reactor waits for: run only after
+    # the next wait, it would wait for the guard (5 s).
+    reactor = LeanEPollReactor()
+    reader = Reader(reactor, [], "r")
+    reactor.callLater(
+        0.05, lambda: reactor.callAtEndOfTurn(lambda: reader.there.send(b"x"))
+    )
+    try:
+        ran, guarded = runUntilRead(reactor, reader)
+    finally:
+        reader.close()
+    assert not guarded and ran < 2, ran
+
+
+def test_aCallAskedForAtTheEndOfATurnRunsWithoutWaiting():
+    reactor = LeanEPollReactor()
+    reader = Reader(reactor, [], "r")
+
+    def first():
+        reactor.callAtEndOfTurn(lambda: reader.there.send(b"x"))
+
+    reactor.callWhenRunning(reactor.callAtEndOfTurn, first)
+    try:
+        ran, guarded = runUntilRead(reactor, reader)
+    finally:
+        reader.close()
+    assert not guarded and ran < 2, ran
+
+
+def test_aFailingEndOfTurnCallIsLoggedAndTheOthersRun():
+    reactor = LeanEPollReactor()
+    events, ran = [], []
+
+    def broken():
+        raise RuntimeError("broken at the end of a turn")
+
+    reactor.callAtEndOfTurn(broken)
+    reactor.callAtEndOfTurn(lambda: ran.append(True))
+    globalLogPublisher.addObserver(events.append)
+    try:
+        reactor.doIteration(0)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert ran == [True]
+    failures = [e for e in events if "log_failure" in e]
+    assert [e["log_namespace"] for e in failures] == ["webstack.runtime.reactor"]
+    assert failures[0]["log_failure"].check(RuntimeError)

@@ -193,6 +193,11 @@ def test_aCoalescingServerSendsLikeTwistedDoes():
 COALESCE = textwrap.dedent(
     """
     import socket, sys
+    if sys.argv[1] == "coalesce-webstack":
+        # The services' reactor: the turn's writes are sent through its
+        # callAtEndOfTurn, and these are a timer's (before it waits again).
+        from webstack.runtime.reactor import install
+        install()
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
     from webstack.runtime.writes import coalesceWrites
@@ -215,7 +220,7 @@ COALESCE = textwrap.dedent(
         b.transport.write(b"hello")
 
     port = reactor.listenTCP(0, Factory.forProtocol(P), interface="127.0.0.1")
-    if sys.argv[1] == "coalesce":
+    if sys.argv[1].startswith("coalesce"):
         coalesceWrites(port)
     address = ("127.0.0.1", port.getHost().port)
     result = {}
@@ -246,6 +251,7 @@ def _coalesce(mode):
 def test_oneFailingConnectionDoesNotStrandTheOthersInItsTurn():
     assert _coalesce("stock") == "b'hello'"  # Twisted's own transport
     assert _coalesce("coalesce") == "b'hello'"
+    assert _coalesce("coalesce-webstack") == "b'hello'"
 
 
 # A CoalescingServer paused for reading reads again when resumed; resuming
@@ -355,3 +361,40 @@ def test_aCoalescingServerWaitsForItsSocketOnlyWhileItHasSomethingToSend():
     assert results.get("received") == 8 * 1024 * 1024, stderr
     assert results["waiting"] is True
     assert results["sent"] is False
+
+
+class _Queued:
+    """
+    Stands for a transport that wrote this turn: notes when it is sent.
+    """
+
+    def __init__(self, sent: list) -> None:
+        self._sent = sent
+
+    def _sendQueued(self) -> None:
+        self._sent.append(self)
+
+
+def test_aTurnsWritesAreSentWithoutATimerOnTheWebstackReactor():
+    from twisted.internet.task import Clock
+
+    from webstack.runtime.reactor import LeanEPollReactor
+    from webstack.runtime.writes import _endOfTurn
+
+    sent: list = []
+    first, second = _Queued(sent), _Queued(sent)
+    reactor = LeanEPollReactor()
+    turn = _endOfTurn(reactor)
+    turn.add(first)
+    turn.add(second)
+    assert reactor.getDelayedCalls() == []  # no timer on the heap
+    reactor.doIteration(0)
+    assert sent == [first, second]
+    # On another reactor: one timer of no delay for the turn.
+    clock = Clock()
+    turn = _endOfTurn(clock)
+    turn.add(first)
+    turn.add(second)
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [0]
+    clock.advance(0)
+    assert sent == [first, second, first, second]

@@ -14,11 +14,19 @@ front's instructions and 3.4% of the async service's (C{make
 bench-instructions}; docs/benchmarks.md).  This reactor calls the read or
 write directly, and logs whatever escapes it as C{callWithLogger} did, so
 one bad descriptor still does not stop the loop.
+
+It also runs calls at the end of each turn (L{LeanEPollReactor.callAtEndOfTurn}),
+once the turn's ready descriptors are handled, without a timer: a
+coalescing transport (L{webstack.runtime.writes}) sends what the turn wrote
+that way.  Through C{callLater(0)}, each turn made a L{DelayedCall} and
+pushed it onto and popped it off the timer heap, whose comparisons are
+Python (C{DelayedCall.__lt__}), among the idle timers of every connection.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from twisted.internet import epollreactor
 from twisted.internet.main import installReactor
@@ -29,10 +37,41 @@ _log = Logger(namespace="webstack.runtime.reactor")
 
 class LeanEPollReactor(epollreactor.EPollReactor):
     """
-    L{EPollReactor}, each ready descriptor handled without a log context.
+    L{EPollReactor}, each ready descriptor handled without a log context,
+    and calls at the end of each turn.
     """
 
+    def __init__(self) -> None:
+        self._endOfTurn: list[Callable[[], object]] = []
+        super().__init__()
+
+    def callAtEndOfTurn(self, call: Callable[[], object]) -> None:
+        """
+        Call C{call} once, at the end of this turn of the loop: after the
+        descriptors found ready are handled, or, if it is asked for outside
+        their handling (by a timer, a call from another thread, before the
+        reactor runs), before the reactor next waits for any.  What one
+        call raises is logged, and the others still run.
+        """
+        self._endOfTurn.append(call)
+
+    def _runEndOfTurn(self) -> None:
+        calls, self._endOfTurn = self._endOfTurn, []
+        for call in calls:
+            try:
+                call()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                _log.failure("unhandled error at the end of a turn in {call!r}", call=call)
+
     def doPoll(self, timeout):
+        if self._endOfTurn:
+            # Asked for by a timer (or from another thread) in this
+            # iteration's runUntilCurrent: before waiting, not after.
+            self._runEndOfTurn()
+            if self._endOfTurn:
+                timeout = 0  # more were asked for by those: no waiting
         if timeout is None:
             timeout = -1  # wait until something is ready
         try:
@@ -55,6 +94,8 @@ class LeanEPollReactor(epollreactor.EPollReactor):
                 _log.failure(
                     "unhandled error handling {selectable!r}", selectable=selectable
                 )
+        if self._endOfTurn:
+            self._runEndOfTurn()
 
     doIteration = doPoll
 
