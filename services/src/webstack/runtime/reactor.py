@@ -49,9 +49,10 @@ class LeanEPollReactor(epollreactor.EPollReactor):
         """
         Call C{call} once, at the end of this turn of the loop: after the
         descriptors found ready are handled, or, if it is asked for outside
-        their handling (by a timer, a call from another thread, before the
-        reactor runs), before the reactor next waits for any.  What one
-        call raises is logged, and the others still run.
+        their handling (by a timer, by what C{callFromThread} was given, or
+        before the reactor runs), before the reactor next waits for any.
+        For the reactor's thread only, like C{callLater}.  What one call
+        raises is logged, and the others still run.
         """
         self._endOfTurn.append(call)
 

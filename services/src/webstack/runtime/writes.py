@@ -18,8 +18,8 @@ it:
     a listening port): a write queues as before, and once the turn's events
     are handled (once per turn, however many connections wrote: through
     the webstack reactor's C{callAtEndOfTurn}, on another reactor a
-    C{callLater(0)}), every transport that wrote sends its queue.  8% less CPU per
-    request in the front, 6% in a backend.
+    C{callLater(0)}), every transport that wrote sends its queue.  8% less
+    CPU per request in the front, 6% in a backend.
 
 Only a socket whose kernel buffer is full is registered with epoll, exactly as
 before, so order, back-pressure, producers, C{loseConnection} and errors
