@@ -156,47 +156,41 @@ def test_endOfTurnCallsRunOnceTheTurnsReadyDescriptorsAreHandled():
             reader.close()
 
 
-def runUntilRead(reactor, reader, guard=5.0):
+def assertSentWithoutWaiting(schedule, guard=5.0):
     """
-    Run C{reactor} until C{reader} reads (or C{guard} seconds pass); return
-    the seconds it ran and whether the guard stopped it.
+    Run a L{LeanEPollReactor} on which C{schedule(reactor, send)} arranged
+    for C{send()} (a byte to a reader of its own) to be called, until that
+    byte is read; fail if the reactor waited for the C{guard} instead.
     """
+    reactor = LeanEPollReactor()
+    reader = Reader(reactor, [], "r", then=lambda data: reactor.stop())
     guarded = []
-    reader.then = lambda data: reactor.stop()
     reactor.callLater(guard, lambda: (guarded.append(True), reactor.stop()))
+    schedule(reactor, lambda: reader.there.send(b"x"))
     started = time.monotonic()
-    reactor.run(installSignalHandlers=False)
-    return time.monotonic() - started, bool(guarded)
+    try:
+        reactor.run(installSignalHandlers=False)
+    finally:
+        reader.close()
+    ran = time.monotonic() - started
+    assert not guarded and ran < 2, ran
 
 
 def test_aCallAskedForByATimerRunsBeforeTheReactorWaits():
     # The timer's call sends the byte the reactor waits for: run only after
-    # the next wait, it would wait for the guard (5 s).
-    reactor = LeanEPollReactor()
-    reader = Reader(reactor, [], "r")
-    reactor.callLater(
-        0.05, lambda: reactor.callAtEndOfTurn(lambda: reader.there.send(b"x"))
+    # the next wait, it would wait for the guard.
+    assertSentWithoutWaiting(
+        lambda reactor, send: reactor.callLater(0.05, reactor.callAtEndOfTurn, send)
     )
-    try:
-        ran, guarded = runUntilRead(reactor, reader)
-    finally:
-        reader.close()
-    assert not guarded and ran < 2, ran
 
 
 def test_aCallAskedForAtTheEndOfATurnRunsWithoutWaiting():
-    reactor = LeanEPollReactor()
-    reader = Reader(reactor, [], "r")
+    def schedule(reactor, send):
+        reactor.callWhenRunning(
+            reactor.callAtEndOfTurn, lambda: reactor.callAtEndOfTurn(send)
+        )
 
-    def first():
-        reactor.callAtEndOfTurn(lambda: reader.there.send(b"x"))
-
-    reactor.callWhenRunning(reactor.callAtEndOfTurn, first)
-    try:
-        ran, guarded = runUntilRead(reactor, reader)
-    finally:
-        reader.close()
-    assert not guarded and ran < 2, ran
+    assertSentWithoutWaiting(schedule)
 
 
 def test_aFailingEndOfTurnCallIsLoggedAndTheOthersRun():
