@@ -1,7 +1,8 @@
 """
 The reactor the services run on (L{webstack.runtime.reactor}): found by
-twistd as C{--reactor=webstack}, serving real connections, and keeping its
-loop going past an error that escapes a read or a write.
+twistd as C{--reactor=webstack}, serving real connections, keeping its
+loop going past an error that escapes a read or a write, and running the
+calls asked for at the end of a turn before it waits again.
 """
 
 import socket

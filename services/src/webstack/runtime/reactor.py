@@ -68,8 +68,8 @@ class LeanEPollReactor(epollreactor.EPollReactor):
 
     def doPoll(self, timeout):
         if self._endOfTurn:
-            # Asked for by a timer (or from another thread) in this
-            # iteration's runUntilCurrent: before waiting, not after.
+            # Asked for by a timer (or by what callFromThread was given) in
+            # this iteration's runUntilCurrent: run before waiting, not after.
             self._runEndOfTurn()
             if self._endOfTurn:
                 timeout = 0  # more were asked for by those: no waiting
