@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -24,11 +25,13 @@ from webstack.bench import proctree
 from webstack.bench.lateness import LatenessRun, peakOverlap
 from webstack.bench.instructions import main as instructionsMain
 from webstack.bench.instructions import totalInstructions
-from webstack.bench.load import parseWrk, percentile
+from webstack.bench.load import parseWrk, percentile, runMeasured
 from webstack.bench.nginx import nginxConfig
-from webstack.bench.phases import medianOfRounds
+from webstack.bench.peers import PeerProcess
+from webstack.bench.phases import measureThroughput, medianOfRounds
 from webstack.bench.report import (
     COLUMNS,
+    coresForRatio,
     evaluateTargets,
     formatTable,
     formatTargets,
@@ -276,6 +279,57 @@ def test_parseWrk():
     }
 
 
+def test_runMeasuredCountsTheCPUOfTheProcessNotItsTime():
+    """
+    What a client process used of the cores: its CPU, not the time it ran.
+    """
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('done')"
+    out, cpu = runMeasured([sys.executable, "-c", busy], timeout=30)
+    assert out == "done\n"
+    assert 0.3 <= cpu < 1.0
+    out, cpu = runMeasured([sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit('bye')"],
+                           timeout=30)
+    assert out == "bye\n"  # standard error too
+    assert cpu < 0.25
+
+
+def test_runMeasuredKillsAProcessPastItsTimeout():
+    started = time.monotonic()
+    out, cpu = runMeasured([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert cpu < 0.25
+
+
+class _Quiet:
+    def detail(self, text: str) -> None:
+        pass
+
+
+def test_aThroughputRoundCountsWrksCPUAndTheCoresBusy():
+    """
+    A real round: wrk against a stock Site for a second.  wrk's own CPU is
+    measured beside the server's, and the cores busy are all of it over the
+    run's time.
+    """
+    wrk = requiredTool("wrk", "wrk")
+    site = PeerProcess("webstack.bench.stocksite")
+    try:
+        pid = site.process.pid
+        figures = measureThroughput(wrk, {"direct": (site.port, pid)}, pid, 1.0, _Quiet(), [], 1)
+    finally:
+        site.stop()
+    direct = figures["direct"]
+    assert direct["requests"] > 100, direct
+    client, server = direct["client_cpu_us_per_request"], direct["server_cpu_us_per_request"]
+    assert client > 0 and server > 0
+    assert direct["cpu_us_per_request"] == pytest.approx(client + server, rel=1e-6)
+    assert 0.05 < direct["cores_busy"] <= (os.cpu_count() or 1) + 0.2
+    assert direct["cores_busy"] == pytest.approx(
+        direct["cpu_us_per_request"] * direct["requests"] / 1e6, rel=1e-6
+    )
+    assert direct["rounds"][0]["cores_busy"] == direct["cores_busy"]
+
+
 def test_peakOverlapAndLatenessSummary():
     assert peakOverlap([0, 1, 2], [3, 4, None]) == 2
     run = LatenessRun(count=3, delay=2.0, rate=1000.0, starts=[0.0, 0.001, 0.002],
@@ -349,6 +403,9 @@ def test_medianOfRoundsTakesEachFigureOnItsOwnAndKeepsEveryRound():
             "ratio_to_direct": ratio,
             "proxy_cpu_us_per_request": proxy,
             "server_cpu_us_per_request": 70.0,
+            "client_cpu_us_per_request": 12.0,
+            "cpu_us_per_request": proxy + 82.0,
+            "cores_busy": rps * (proxy + 82.0) / 1e6,
             "busiest_share": None,
             "requests": requests,
         }
@@ -364,6 +421,7 @@ def test_medianOfRoundsTakesEachFigureOnItsOwnAndKeepsEveryRound():
     assert combined["ratio_to_direct"] == 0.45
     # Each figure on its own: not the median req/s round's 210.
     assert combined["proxy_cpu_us_per_request"] == 190.0
+    assert combined["cores_busy"] == pytest.approx(6000.0 * 232.0 / 1e6)  # of 1.46, 1.392, 1.088
     # The counts are the round whose req/s is the median.
     assert combined["requests"] == 25000
     assert [r["ratio_to_direct"] for r in combined["rounds"]] == [0.40, 0.50, 0.45]
@@ -428,6 +486,34 @@ def test_targets():
     assert not slow["front CPU per request <= 200 µs (1 worker)"]["met"]
     lines = formatTargets(evaluateTargets(fakeResults())).splitlines()
     assert all(line.startswith(("  [met] ", "  [MISSED] ")) for line in lines)
+
+
+def test_aMissedThroughputTargetSaysTheCoresItWouldTake():
+    """
+    0.75x direct, at the CPU per request each round spent: the round's
+    cores busy times 0.75 over the ratio it reached; the median of the
+    rounds, said beside the machine's own count.
+    """
+    results = fakeResults()
+    results["throughput"]["front2"]["rounds"] = [
+        {"ratio_to_direct": 0.50, "cores_busy": 1.80},  # 2.70
+        {"ratio_to_direct": 0.60, "cores_busy": 1.90},  # 2.375
+        {"ratio_to_direct": 0.55, "cores_busy": 1.85},  # 2.52
+    ]
+    assert coresForRatio(results["throughput"]["front2"], 0.75) == pytest.approx(0.75 / 0.55 * 1.85)
+    assert coresForRatio(results["throughput"]["front1"], 0.65) is None  # no rounds
+    assert coresForRatio({"rounds": [{"ratio_to_direct": 0.0, "cores_busy": 1.0}]}, 0.65) is None
+    target = next(t for t in evaluateTargets(results) if t["name"].endswith("(2 workers)")
+                  and "throughput" in t["name"])
+    assert not target["met"]
+    assert target["cores_needed"] == pytest.approx(2.5227, abs=1e-3)
+    assert target["shown"] == (
+        "0.62x (0.75x would keep at least 2.52 cores busy at this run's CPU per request;"
+        " the machine has 2)"
+    )
+    rows = dict(tableRows(results))
+    assert "cores busy (wrk + proxy + server)" in rows
+    assert "wrk CPU µs/request" in rows
 
 
 def test_writeResults(tmp_path):

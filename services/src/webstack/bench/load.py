@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.client
 import math
+import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -43,20 +45,41 @@ def parseWrk(out: str) -> dict:
     }
 
 
+def runMeasured(command: list[str], timeout: float) -> tuple[str, float]:
+    """
+    Run C{command} to its end (killed after C{timeout} seconds); return its
+    output (standard output, then error) and the CPU seconds it used, user
+    and system, as the kernel counted them when it was reaped (C{wait4}):
+    the load generator's own share of the cores, which the bench reports
+    beside the servers'.
+    """
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        # Reaped here, not by Popen: tell it, so it does not wait again.
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    return text, usage.ru_utime + usage.ru_stime
+
+
 def wrkThroughput(wrk: str, url: str, seconds: float, connections: int = 64) -> dict:
     """
-    Requests per second of C{url} over C{seconds}, by wrk on one thread.
+    Requests per second of C{url} over C{seconds}, by wrk on one thread,
+    and the CPU seconds wrk itself used (C{client_cpu_seconds}).
     """
-    result = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
+    out, cpu = runMeasured(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", url], timeout=seconds + 60
     )
-    figures = parseWrk(result.stdout)
+    figures = parseWrk(out)
     if not figures["requests"]:
-        figures["error"] = (result.stdout + result.stderr).strip()[-300:]
-    return {**figures, "connections": connections, "seconds": seconds}
+        figures["error"] = out.strip()[-300:]
+    return {**figures, "client_cpu_seconds": cpu, "connections": connections, "seconds": seconds}
 
 
 def openAndAbort(port: int, path: str, ids: list[str]) -> dict[str, socket.socket]:

@@ -82,6 +82,12 @@ def _throughputRound(wrk, servers, backendPid, seconds, progress, notes, number)
         figure["cpu_seconds"] = used
         figure["proxy_cpu_us_per_request"] = perRequestMicros(used.get("proxy"), figure["requests"])
         figure["server_cpu_us_per_request"] = perRequestMicros(used["server"], figure["requests"])
+        figure["client_cpu_us_per_request"] = perRequestMicros(
+            figure["client_cpu_seconds"], figure["requests"]
+        )
+        allCPU = sum(used.values()) + figure["client_cpu_seconds"]
+        figure["cpu_us_per_request"] = perRequestMicros(allCPU, figure["requests"])
+        figure["cores_busy"] = allCPU / seconds
         if key in MULTI_PROCESS:
             figure["busiest_share"] = meter.busiestShare("proxy")
         figures[key] = figure
@@ -112,6 +118,9 @@ ROUND_FIGURES = (
     "ratio_to_direct",
     "proxy_cpu_us_per_request",
     "server_cpu_us_per_request",
+    "client_cpu_us_per_request",
+    "cpu_us_per_request",
+    "cores_busy",
     "busiest_share",
 )
 """
