@@ -279,6 +279,20 @@ def test_parseWrk():
     }
 
 
+def test_theBenchTakesWholeSecondsAsWrkDoes(capsys):
+    """
+    wrk refuses C{-d1.5s} (it prints its usage and measures nothing), so
+    the bench says so at once rather than reporting rounds of no requests.
+    """
+    from webstack.bench.__main__ import parseArguments
+
+    assert parseArguments(["--duration", "7"]).duration == 7
+    for bad in ("1.5", "0", "121"):
+        with pytest.raises(SystemExit):
+            parseArguments(["--duration", bad])
+        assert "--duration" in capsys.readouterr().err
+
+
 def test_runMeasuredCountsTheCPUOfTheProcessNotItsTime():
     """
     What a client process used of the cores: its CPU, not the time it ran.
@@ -307,15 +321,16 @@ class _Quiet:
 
 def test_aThroughputRoundCountsWrksCPUAndTheCoresBusy():
     """
-    A real round: wrk against a stock Site for a second.  wrk's own CPU is
+    A real round: wrk against a stock Site for two seconds.  wrk's own CPU is
     measured beside the server's, and the cores busy are all of it over the
     run's time.
     """
     wrk = requiredTool("wrk", "wrk")
+    seconds = 2.0
     site = PeerProcess("webstack.bench.stocksite")
     try:
         pid = site.process.pid
-        figures = measureThroughput(wrk, {"direct": (site.port, pid)}, pid, 1.0, _Quiet(), [], 1)
+        figures = measureThroughput(wrk, {"direct": (site.port, pid)}, pid, seconds, _Quiet(), [], 1)
     finally:
         site.stop()
     direct = figures["direct"]
@@ -325,7 +340,7 @@ def test_aThroughputRoundCountsWrksCPUAndTheCoresBusy():
     assert direct["cpu_us_per_request"] == pytest.approx(client + server, rel=1e-6)
     assert 0.05 < direct["cores_busy"] <= (os.cpu_count() or 1) + 0.2
     assert direct["cores_busy"] == pytest.approx(
-        direct["cpu_us_per_request"] * direct["requests"] / 1e6, rel=1e-6
+        direct["cpu_us_per_request"] * direct["requests"] / 1e6 / seconds, rel=1e-6
     )
     assert direct["rounds"][0]["cores_busy"] == direct["cores_busy"]
 

@@ -69,7 +69,10 @@ class Progress:
 def parseArguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="webstack.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="bench-results")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
+    parser.add_argument(
+        "--duration", type=int, default=5,
+        help="whole seconds per throughput run (wrk takes no fraction)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -93,11 +96,12 @@ def parseArguments(argv) -> argparse.Namespace:
         parser.error("--lateness counts must be between 1 and 20000")
     if (
         not 1 <= args.aborts <= 5000
-        or not 0.5 <= args.duration <= 120
+        or not 1 <= args.duration <= 120
         or not 1 <= args.clients <= 8
         or not 1 <= args.rounds <= 9
     ):
-        parser.error("--aborts 1..5000, --duration 0.5..120, --clients 1..8, --rounds 1..9")
+        parser.error("--aborts 1..5000, --duration 1..120 (whole seconds), --clients 1..8,"
+                     " --rounds 1..9")
     return args
 
 
