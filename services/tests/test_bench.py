@@ -314,9 +314,7 @@ def test_runMeasuredKillsAProcessPastItsTimeout():
     assert cpu < 0.25
 
 
-class _Quiet:
-    def detail(self, text: str) -> None:
-        pass
+QUIET = SimpleNamespace(detail=lambda text: None)  # the bench's progress, unsaid
 
 
 def test_aThroughputRoundCountsWrksCPUAndTheCoresBusy():
@@ -330,7 +328,7 @@ def test_aThroughputRoundCountsWrksCPUAndTheCoresBusy():
     site = PeerProcess("webstack.bench.stocksite")
     try:
         pid = site.process.pid
-        figures = measureThroughput(wrk, {"direct": (site.port, pid)}, pid, seconds, _Quiet(), [], 1)
+        figures = measureThroughput(wrk, {"direct": (site.port, pid)}, pid, seconds, QUIET, [], 1)
     finally:
         site.stop()
     direct = figures["direct"]
